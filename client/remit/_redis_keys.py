@@ -1,0 +1,48 @@
+"""Redis key names shared by the service (writers) and verifiers (readers).
+
+Every key that one atomic operation touches carries the grant id as a hash tag
+(``{gid}``), so the same commands work on a single Redis and on Redis Cluster:
+the strict revocation check is a single ``EXISTS`` over the grant and every token
+id of the lineage, which all live in the grant's slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_PREFIX", "RedisKeys"]
+
+DEFAULT_PREFIX = "remit:"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    prefix: str = DEFAULT_PREFIX
+
+    def grant(self, gid: str) -> str:
+        """The grant record (JSON)."""
+        return f"{self.prefix}grant:{{{gid}}}"
+
+    def grant_revoked(self, gid: str) -> str:
+        """Exists while a revoked grant could still have live tokens."""
+        return f"{self.prefix}rev:{{{gid}}}:grant"
+
+    def token_revoked(self, gid: str, jti: str) -> str:
+        """Exists while a revoked token (or a descendant) could still be live."""
+        return f"{self.prefix}rev:{{{gid}}}:jti:{jti}"
+
+    def token_grant(self, jti: str) -> str:
+        """jti -> gid of a minted token, so a token can be revoked by its id alone."""
+        return f"{self.prefix}jti:{jti}"
+
+    def app_grants(self, app: str) -> str:
+        """Sorted set of an app's grant ids by creation time."""
+        return f"{self.prefix}app:{app}:grants"
+
+    def revocation_check(self, gid: str, jti: str, ancestors: tuple[str, ...]) -> list[str]:
+        """Keys whose existence means the token is revoked: grant, token, every ancestor."""
+        return [
+            self.grant_revoked(gid),
+            self.token_revoked(gid, jti),
+            *(self.token_revoked(gid, a) for a in ancestors),
+        ]

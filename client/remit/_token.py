@@ -1,0 +1,238 @@
+"""Token format v1: strict JWS compact parsing and the claims model.
+
+The parser is deliberately narrower than JOSE: exactly three canonical base64url
+segments, a header of exactly ``{"alg": "EdDSA", "typ": "remit+jwt", "kid": …}``,
+a closed set of claims with exact JSON types. Anything else is ``malformed``,
+before any key is looked up. Nothing is ever taken from the token to decide how
+to verify it (RFC 8725): no ``jku``/``jwk``/``x5u``, no ``crit``, no algorithm choice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ._constraints import Capability, ConstraintError, parse_capabilities
+from ._encoding import b64url_decode, strict_json_loads
+from ._errors import Code, Denied
+
+__all__ = [
+    "ALG",
+    "MAX_ANCESTORS",
+    "MAX_TOKEN_BYTES",
+    "TYP",
+    "Claims",
+    "RawToken",
+    "parse_claims",
+    "peek_unverified",
+    "split_token",
+]
+
+ALG = "EdDSA"
+TYP = "remit+jwt"
+MAX_TOKEN_BYTES = 16 * 1024
+MAX_ANCESTORS = 8
+MAX_TIME = 2**53 - 1  # largest integer every JSON implementation reads exactly
+MAX_TEXT = 256
+MAX_PURPOSE = 1024
+
+_ID = re.compile(r"[A-Za-z0-9_-]{8,64}\Z")  # jti, gid, ancestors: also used in Redis key names
+_JKT = re.compile(r"[A-Za-z0-9_-]{43}\Z")  # base64url SHA-256
+_REQUIRED = frozenset(
+    {"iss", "sub", "aud", "act", "iat", "nbf", "exp", "jti", "gid", "anc",
+     "authorization_details", "purpose"}
+)
+_OPTIONAL = frozenset({"cnf"})
+_FORBIDDEN_HEADERS = ("jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64", "zip")
+
+
+def _malformed(message: str) -> Denied:
+    return Denied(Code.MALFORMED, message)
+
+
+@dataclass(frozen=True, slots=True)
+class RawToken:
+    """A syntactically valid, not yet verified token."""
+
+    kid: str
+    payload: bytes
+    signing_input: bytes
+    signature: bytes
+
+
+def split_token(token: object, max_bytes: int = MAX_TOKEN_BYTES) -> RawToken:
+    """Split and check the JWS structure and header; raises ``Denied(malformed)``."""
+    if type(token) is not str:
+        raise _malformed("token must be a string")
+    if len(token) > max_bytes:
+        raise _malformed(f"token longer than {max_bytes} bytes")
+    if not token.isascii():
+        raise _malformed("token contains non-ASCII characters")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise _malformed(f"token has {len(parts)} segments, expected 3")
+    h64, p64, s64 = parts
+    try:
+        header_bytes = b64url_decode(h64)
+        payload = b64url_decode(p64)
+        signature = b64url_decode(s64)
+    except ValueError as exc:
+        raise _malformed(f"token segment: {exc}") from None
+    try:
+        header = strict_json_loads(header_bytes)
+    except ValueError as exc:
+        raise _malformed(f"header: {exc}") from None
+    if not isinstance(header, dict):
+        raise _malformed("header is not a JSON object")
+    for name in _FORBIDDEN_HEADERS:
+        if name in header:
+            raise _malformed(f"header parameter {name!r} is not accepted")
+    alg = header.get("alg")
+    if alg != ALG:
+        raise _malformed(f"alg {alg!r} is not accepted (only {ALG})")
+    if header.get("typ") != TYP:
+        raise _malformed(f"typ {header.get('typ')!r} is not {TYP!r}")
+    kid = header.get("kid")
+    if type(kid) is not str or not kid or len(kid) > MAX_TEXT:
+        raise _malformed("header kid missing or not a string")
+    if len(header) != 3:
+        extra = sorted(set(header) - {"alg", "typ", "kid"})
+        raise _malformed(f"unexpected header parameters {extra}")
+    if len(signature) != 64:
+        raise _malformed("Ed25519 signature must be 64 bytes")
+    return RawToken(
+        kid=kid,
+        payload=payload,
+        signing_input=f"{h64}.{p64}".encode("ascii"),
+        signature=signature,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """The verified claims of a v1 token."""
+
+    iss: str
+    sub: str
+    aud: tuple[str, ...]
+    actor: str
+    iat: int
+    nbf: int
+    exp: int
+    jti: str
+    gid: str
+    anc: tuple[str, ...]
+    capabilities: tuple[Capability, ...]
+    purpose: str
+    cnf_jkt: str | None
+
+
+def _text(claims: dict[str, Any], name: str, limit: int = MAX_TEXT) -> str:
+    value = claims[name]
+    if type(value) is not str or not value or len(value) > limit:
+        raise _malformed(f"claim {name!r} must be a non-empty string of at most {limit} chars")
+    return value
+
+
+def _ident(claims: dict[str, Any], name: str) -> str:
+    value = claims[name]
+    if type(value) is not str or not _ID.match(value):
+        raise _malformed(f"claim {name!r} must be an id of 8-64 base64url characters")
+    return value
+
+
+def _time(claims: dict[str, Any], name: str) -> int:
+    value = claims[name]
+    if type(value) is not int or not 0 <= value <= MAX_TIME:
+        raise _malformed(f"claim {name!r} must be an integer NumericDate")
+    return value
+
+
+def parse_claims(payload: bytes) -> Claims:
+    """Decode and type-check the claims; raises ``Denied(malformed)`` naming the claim."""
+    try:
+        claims = strict_json_loads(payload)
+    except ValueError as exc:
+        raise _malformed(f"claims: {exc}") from None
+    if not isinstance(claims, dict):
+        raise _malformed("claims are not a JSON object")
+    missing = _REQUIRED - claims.keys()
+    if missing:
+        raise _malformed(f"missing claims {sorted(missing)}")
+    unknown = claims.keys() - _REQUIRED - _OPTIONAL
+    if unknown:
+        raise _malformed(f"unknown claims {sorted(unknown)}")
+
+    aud = claims["aud"]
+    if type(aud) is str:
+        aud = [aud]
+    if (
+        type(aud) is not list
+        or not aud
+        or len(aud) > 32
+        or not all(type(a) is str and a and len(a) <= MAX_TEXT for a in aud)
+    ):
+        raise _malformed("claim 'aud' must be a string or a non-empty list of strings")
+    act = claims["act"]
+    if type(act) is not dict or act.keys() != {"sub"} or type(act["sub"]) is not str \
+            or not act["sub"] or len(act["sub"]) > MAX_TEXT:
+        raise _malformed("claim 'act' must be {\"sub\": <agent id>}")
+    anc = claims["anc"]
+    if type(anc) is not list or len(anc) > MAX_ANCESTORS or not all(
+        type(a) is str and _ID.match(a) for a in anc
+    ):
+        raise _malformed(f"claim 'anc' must be a list of at most {MAX_ANCESTORS} token ids")
+    cnf_jkt = None
+    if "cnf" in claims:
+        cnf = claims["cnf"]
+        if type(cnf) is not dict or cnf.keys() != {"jkt"} or type(cnf["jkt"]) is not str \
+                or not _JKT.match(cnf["jkt"]):
+            raise _malformed("claim 'cnf' must be {\"jkt\": <RFC 7638 thumbprint>}")
+        cnf_jkt = cnf["jkt"]
+    purpose = claims["purpose"]
+    if type(purpose) is not str or len(purpose) > MAX_PURPOSE:
+        raise _malformed(f"claim 'purpose' must be a string of at most {MAX_PURPOSE} chars")
+    try:
+        caps = parse_capabilities(
+            claims["authorization_details"], "authorization_details", token_form=True
+        )
+    except ConstraintError as exc:
+        if exc.path.endswith(".limits"):
+            raise Denied(Code.UNSUPPORTED, f"claim {exc}") from None
+        raise _malformed(f"claim {exc}") from None
+
+    iat, nbf, exp = _time(claims, "iat"), _time(claims, "nbf"), _time(claims, "exp")
+    if not iat <= nbf < exp:
+        raise _malformed("claims must satisfy iat <= nbf < exp")
+    return Claims(
+        iss=_text(claims, "iss"),
+        sub=_text(claims, "sub"),
+        aud=tuple(aud),
+        actor=act["sub"],
+        iat=iat,
+        nbf=nbf,
+        exp=exp,
+        jti=_ident(claims, "jti"),
+        gid=_ident(claims, "gid"),
+        anc=tuple(anc),
+        capabilities=tuple(caps),
+        purpose=purpose,
+        cnf_jkt=cnf_jkt,
+    )
+
+
+def peek_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """DANGEROUS: decode header and claims *without verifying anything*.
+
+    For display and debugging only (``remit inspect``). Never make an
+    authorization decision from what this returns.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError(f"token has {len(parts)} segments, expected 3")
+    header = strict_json_loads(b64url_decode(parts[0]))
+    claims = strict_json_loads(b64url_decode(parts[1]))
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise ValueError("header and claims must be JSON objects")
+    return header, claims

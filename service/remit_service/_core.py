@@ -1,0 +1,333 @@
+"""The transport-free service core: policy, grants, minting, revocation.
+
+The gRPC servicer only converts messages; every decision is made here, against the
+app's policy from config and the grant stored in Redis. All input is validated
+before anything is written, so a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from remit._constraints import Capability, ConstraintError, parse_capabilities
+from remit._narrowing import is_narrower
+from remit._redis_keys import RedisKeys
+from remit._token import MAX_TOKEN_BYTES
+
+from ._config import AppPolicy, Config
+from ._errors import AuthFailed, BadRequest, Inactive, Missing, PolicyDenied
+from ._issuer import Issuer
+from ._keystore import KeyStore
+from ._store import GrantRecord, GrantStore, TokenRecord
+
+__all__ = ["Core", "MintResult"]
+
+_PARTY = re.compile(r"[^\x00-\x1f\x7f]{1,256}\Z")  # subject / agent: printable, bounded
+_AUDIENCE = re.compile(r"[A-Za-z0-9_.:/-]{1,128}\Z")
+_ID = re.compile(r"[A-Za-z0-9_-]{8,64}\Z")
+_JKT = re.compile(r"[A-Za-z0-9_-]{43}\Z")
+MAX_PURPOSE = 1024
+DEFAULT_GRANT_TTL = 3600
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class MintResult:
+    token: str
+    jti: str
+    expires_at: int
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + secrets.token_urlsafe(16)
+
+
+def _pattern_covers(pattern: str, action: str) -> bool:
+    """App-policy pattern: ``*`` (everything), ``x.*`` (x.anything, x.* itself), exact."""
+    if pattern == "*":
+        return True
+    if pattern.endswith(".*"):
+        return action.startswith(pattern[:-1])
+    return pattern == action
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return _pattern_covers(a, b) or _pattern_covers(b, a)
+
+
+class Core:
+    def __init__(
+        self,
+        config: Config,
+        keystore: KeyStore,
+        store: GrantStore,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self._keystore = keystore
+        self._issuer = Issuer(keystore)
+        self._store = store
+        self._clock = clock
+        self.keys = RedisKeys(config.prefix)
+
+    # -- authentication -----------------------------------------------------------
+
+    def authenticate(self, api_key: str | None) -> AppPolicy:
+        """The app whose API key this is. Compares against every app in constant time."""
+        if not api_key:
+            raise AuthFailed("missing API key (metadata 'authorization: Bearer <key>')")
+        digest = hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).hexdigest()
+        found: AppPolicy | None = None
+        for app in self.config.apps:
+            if hmac.compare_digest(digest, app.api_key_sha256):
+                found = app
+        if found is None:
+            raise AuthFailed("invalid API key")
+        return found
+
+    # -- grants -------------------------------------------------------------------
+
+    def create_grant(
+        self,
+        app: AppPolicy,
+        *,
+        subject: str,
+        agent: str,
+        audience: Sequence[str],
+        capabilities: list[dict[str, Any]],
+        purpose: str,
+        ttl: int,
+    ) -> GrantRecord:
+        if not _PARTY.match(subject):
+            raise BadRequest("subject: required, at most 256 printable characters", field="subject")
+        if not _PARTY.match(agent):
+            raise BadRequest("agent: required, at most 256 printable characters", field="agent")
+        if len(purpose) > MAX_PURPOSE or not _PARTY.match(purpose or "x"):
+            raise BadRequest(f"purpose: at most {MAX_PURPOSE} printable characters", field="purpose")
+        auds = self._audiences(audience, "audience")
+        caps = self._capabilities(capabilities, "capabilities")
+        if ttl < 0:
+            raise BadRequest("ttl_seconds: must not be negative", field="ttl_seconds")
+        ttl = ttl or min(DEFAULT_GRANT_TTL, app.max_grant_ttl)
+        if ttl > app.max_grant_ttl:
+            raise PolicyDenied(
+                f"grant lifetime {ttl}s exceeds the app's maximum {app.max_grant_ttl}s"
+            )
+        for i, cap in enumerate(caps):
+            if not any(_pattern_covers(p, cap.action) for p in app.actions):
+                raise PolicyDenied(
+                    f"capabilities[{i}].action: app {app.name!r} may not grant {cap.action!r}"
+                )
+        for a in auds:
+            if "*" not in app.audiences and a not in app.audiences:
+                raise PolicyDenied(f"audience: app {app.name!r} may not grant audience {a!r}")
+        now = int(self._clock())
+        grant = GrantRecord(
+            id=_new_id("g_"),
+            app=app.name,
+            subject=subject,
+            agent=agent,
+            audience=auds,
+            capabilities=[{"action": c.action, "args": dict(c.args)} for c in caps],
+            purpose=purpose,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+        self._store.create(grant, keep_until=grant.expires_at + self.config.revocation_margin)
+        return grant
+
+    def get_grant(self, app: AppPolicy, gid: str) -> GrantRecord:
+        if not _ID.match(gid):
+            raise BadRequest("id: not a grant id", field="id")
+        grant = self._store.get(gid)
+        if grant is None or grant.app != app.name:  # another app's grant does not exist for you
+            raise Missing(f"no grant {gid}")
+        return grant
+
+    def list_grants(
+        self,
+        app: AppPolicy,
+        *,
+        subject: str = "",
+        agent: str = "",
+        include_inactive: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[GrantRecord], str]:
+        if page_size < 0 or page_size > MAX_PAGE:
+            raise BadRequest(f"page_size: 0..{MAX_PAGE}", field="page_size")
+        size = page_size or 100
+        if page_token and (not page_token.isdigit() or len(page_token) > 9):
+            raise BadRequest("page_token: not a token from a previous response", field="page_token")
+        offset = int(page_token or 0)
+        now = self._clock()
+        out: list[GrantRecord] = []
+        while len(out) < size:
+            ids = self._store.list_ids(app.name, offset, size)
+            if not ids:
+                return out, ""
+            for grant in self._store.get_many(app.name, ids):
+                if subject and grant.subject != subject:
+                    continue
+                if agent and grant.agent != agent:
+                    continue
+                if not include_inactive and not grant.active(now):
+                    continue
+                out.append(grant)
+            offset += len(ids)
+        return out, str(offset)
+
+    # -- tokens -------------------------------------------------------------------
+
+    def mint(
+        self,
+        app: AppPolicy,
+        *,
+        grant_id: str,
+        capabilities: list[dict[str, Any]] | None = None,
+        ttl: int = 0,
+        audience: Sequence[str] = (),
+        cnf_jkt: str = "",
+    ) -> MintResult:
+        grant = self.get_grant(app, grant_id)
+        now = int(self._clock())
+        if grant.revoked:
+            raise Inactive(f"grant {grant.id} is revoked")
+        if now >= grant.expires_at:
+            raise Inactive(f"grant {grant.id} has expired")
+        granted = parse_capabilities(grant.capabilities)
+        if capabilities:
+            caps = self._capabilities(capabilities, "capabilities")
+            for i, cap in enumerate(caps):
+                if not is_narrower(cap, granted):
+                    raise PolicyDenied(
+                        f"capabilities[{i}]: {cap.action!r} with these arguments is not "
+                        f"within grant {grant.id}"
+                    )
+        else:
+            caps = granted
+        if audience:
+            auds = self._audiences(audience, "audience")
+            extra = [a for a in auds if a not in grant.audience]
+            if extra:
+                raise PolicyDenied(f"audience: {extra} not in grant {grant.id}")
+        else:
+            auds = list(grant.audience)
+        if cnf_jkt and not _JKT.match(cnf_jkt):
+            raise BadRequest("cnf_jkt: must be an RFC 7638 SHA-256 thumbprint", field="cnf_jkt")
+        if ttl < 0:
+            raise BadRequest("ttl_seconds: must not be negative", field="ttl_seconds")
+        limit, why = self._max_ttl(app, caps)
+        if ttl > limit:
+            raise PolicyDenied(f"ttl_seconds {ttl} exceeds the maximum {limit}s ({why})")
+        ttl = ttl or min(self.config.default_token_ttl, limit)
+        exp = min(now + ttl, grant.expires_at)
+        jti = _new_id("t_")
+        claims: dict[str, Any] = {
+            "iss": self.config.issuer,
+            "sub": grant.subject,
+            "aud": auds,
+            "act": {"sub": grant.agent},
+            "iat": now,
+            "nbf": now,
+            "exp": exp,
+            "jti": jti,
+            "gid": grant.id,
+            "anc": [],
+            "authorization_details": [c.to_json() for c in caps],
+            "purpose": grant.purpose,
+        }
+        if cnf_jkt:
+            claims["cnf"] = {"jkt": cnf_jkt}
+        token = self._issuer.sign(claims)
+        if len(token) > MAX_TOKEN_BYTES:
+            raise BadRequest(
+                f"the token would exceed {MAX_TOKEN_BYTES} bytes; mint fewer capabilities",
+                field="capabilities",
+            )
+        # Recorded before the token is returned: a token whose id the store does not
+        # know could not be revoked by id.
+        self._store.record_token(
+            TokenRecord(jti=jti, gid=grant.id, app=app.name, exp=exp),
+            keep_until=exp + self.config.revocation_margin,
+        )
+        return MintResult(token=token, jti=jti, expires_at=exp)
+
+    def _max_ttl(self, app: AppPolicy, caps: Sequence[Capability]) -> tuple[int, str]:
+        limit, why = self.config.max_token_ttl, "service maximum"
+        if app.max_token_ttl < limit:
+            limit, why = app.max_token_ttl, f"app {app.name!r}"
+        for cap in caps:
+            for name, policy in self.config.actions.items():
+                if policy.max_ttl < limit and _overlaps(name, cap.action):
+                    limit, why = policy.max_ttl, f"action {name!r}"
+        return limit, why
+
+    # -- revocation ---------------------------------------------------------------
+
+    def revoke(self, app: AppPolicy, *, jti: str = "", grant_id: str = "", reason: str = "") -> int:
+        if bool(jti) == bool(grant_id):
+            raise BadRequest("target: give exactly one of jti or grant_id", field="target")
+        if len(reason) > MAX_PURPOSE:
+            raise BadRequest(f"reason: at most {MAX_PURPOSE} characters", field="reason")
+        now = int(self._clock())
+        margin = self.config.revocation_margin
+        if grant_id:
+            grant = self.get_grant(app, grant_id)
+            if not grant.revoked:
+                self._store.revoke_grant(
+                    grant, at=now, reason=reason, keep_until=max(grant.expires_at, now) + margin
+                )
+            return now
+        if not _ID.match(jti):
+            raise BadRequest("jti: not a token id", field="jti")
+        token = self._store.token(jti)
+        if token is None or token.app != app.name:
+            raise Missing(f"no live token {jti}")
+        self._store.revoke_token(token, reason=reason, keep_until=max(token.exp, now) + margin)
+        return now
+
+    # -- keys and health -------------------------------------------------------------
+
+    def jwks(self) -> dict[str, Any]:
+        return self._keystore.jwks(
+            now=self._clock(),
+            max_token_ttl=self.config.max_token_ttl,
+            margin=self.config.revocation_margin,
+        )
+
+    def health(self) -> dict[str, Any]:
+        redis_ok = self._store.ping()
+        return {
+            "status": "ok" if redis_ok else "degraded",
+            "issuer": self.config.issuer,
+            "redis": "ok" if redis_ok else "unavailable",
+            "dev": self.config.dev,
+        }
+
+    # -- validation helpers ----------------------------------------------------------
+
+    def _audiences(self, audience: Sequence[str], name: str) -> list[str]:
+        auds = list(audience)
+        if not auds or len(auds) > 32:
+            raise BadRequest(f"{name}: 1 to 32 audiences", field=name)
+        for i, a in enumerate(auds):
+            if not _AUDIENCE.match(a):
+                raise BadRequest(f"{name}[{i}]: invalid audience name", field=name)
+        if len(set(auds)) != len(auds):
+            raise BadRequest(f"{name}: duplicate audience", field=name)
+        return auds
+
+    def _capabilities(self, capabilities: list[dict[str, Any]], name: str) -> list[Capability]:
+        try:
+            return parse_capabilities(capabilities, name)
+        except ConstraintError as exc:
+            raise BadRequest(str(exc), field=exc.path or name) from None

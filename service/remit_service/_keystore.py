@@ -1,0 +1,154 @@
+"""Issuer signing keys on disk, with rotation built in.
+
+One Ed25519 key per file pair in ``keys_dir``: ``<kid>.pem`` (PKCS#8, created 0600)
+and ``<kid>.json`` (``{"kid", "created_at"}``). ``kid`` is the RFC 7638 thumbprint.
+The newest key signs; an older key stays published in the JWKS until every token it
+could have signed has expired (``next key's created_at + max token TTL + margin``),
+so rotation never breaks a live token. Several service replicas may share the
+directory: :meth:`KeyStore.current` reloads when the directory changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from remit import PublicKey
+
+__all__ = ["IssuerKey", "KeyStore", "KeyStoreError"]
+
+
+class KeyStoreError(RuntimeError):
+    """The keys directory is unusable (missing, unreadable, no key, bad file)."""
+
+
+@dataclass(frozen=True)
+class IssuerKey:
+    kid: str
+    created_at: float
+    private: Ed25519PrivateKey
+    public: PublicKey
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    # O_EXCL + 0600 from the first byte: the key is never readable by others, even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+class KeyStore:
+    """Load, generate and rotate issuer keys in one directory."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self._lock = threading.Lock()
+        self._keys: list[IssuerKey] = []
+        self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
+
+    # -- writing ---------------------------------------------------------------------
+
+    def generate(self, *, now: float | None = None) -> IssuerKey:
+        """Create a new key; it becomes the signing key (this is also "rotate")."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private = Ed25519PrivateKey.generate()
+        raw = private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        public = PublicKey(raw)
+        created = time.time() if now is None else now
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        _write_private(self.directory / f"{public.kid}.pem", pem)
+        meta = json.dumps({"kid": public.kid, "created_at": created}).encode()
+        tmp = self.directory / f".{public.kid}.json.tmp"
+        tmp.write_bytes(meta)
+        tmp.replace(self.directory / f"{public.kid}.json")  # the key is live from here
+        self._stamp = None
+        return IssuerKey(kid=public.kid, created_at=created, private=private, public=public)
+
+    def ensure(self) -> IssuerKey:
+        """The signing key, generating a first one if the directory has none."""
+        with self._lock:
+            keys = self._load()
+            return keys[-1] if keys else self.generate()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _load(self) -> list[IssuerKey]:
+        if not self.directory.is_dir():
+            return []
+        keys = []
+        for meta_path in sorted(self.directory.glob("*.json")):
+            try:
+                meta = json.loads(meta_path.read_bytes())
+                kid, created = meta["kid"], float(meta["created_at"])
+                pem = (self.directory / f"{kid}.pem").read_bytes()
+                private = serialization.load_pem_private_key(pem, password=None)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise KeyStoreError(f"unusable key file {meta_path}: {exc}") from exc
+            if not isinstance(private, Ed25519PrivateKey):
+                raise KeyStoreError(f"{meta_path}: not an Ed25519 key")
+            raw = private.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            public = PublicKey(raw)
+            if public.kid != kid:
+                raise KeyStoreError(f"{meta_path}: kid does not match the key's thumbprint")
+            keys.append(IssuerKey(kid=kid, created_at=created, private=private, public=public))
+        keys.sort(key=lambda k: (k.created_at, k.kid))
+        return keys
+
+    def keys(self) -> list[IssuerKey]:
+        """All keys, oldest first (reloaded from disk)."""
+        with self._lock:
+            self._keys = self._load()
+            return list(self._keys)
+
+    def current(self, *, recheck: float = 1.0) -> list[IssuerKey]:
+        """Keys, oldest first; re-reads the directory at most every ``recheck`` seconds
+        and only when its listing changed (a rotation by another process)."""
+        now = time.monotonic()
+        if self._keys and now - self._checked < recheck:
+            return self._keys
+        with self._lock:
+            try:
+                st = self.directory.stat()
+                stamp = (st.st_mtime_ns, st.st_ino)
+            except OSError as exc:
+                raise KeyStoreError(f"keys directory {self.directory}: {exc}") from exc
+            if stamp != self._stamp or not self._keys:
+                keys = self._load()
+                if not keys:
+                    raise KeyStoreError(f"no issuer key in {self.directory}")
+                self._keys, self._stamp = keys, stamp
+            self._checked = now
+            return self._keys
+
+    def signing_key(self) -> IssuerKey:
+        return self.current()[-1]
+
+    def published(self, *, now: float, max_token_ttl: int, margin: int) -> list[IssuerKey]:
+        """Keys that may still have live tokens: the newest, and each older key until
+        its successor's creation + max token TTL + margin has passed."""
+        keys = self.current()
+        live = [keys[-1]]
+        for older, newer in zip(keys[:-1], keys[1:], strict=True):
+            if newer.created_at + max_token_ttl + margin > now:
+                live.append(older)
+        live.sort(key=lambda k: (k.created_at, k.kid))
+        return live
+
+    def jwks(self, *, now: float, max_token_ttl: int, margin: int) -> dict[str, list[dict[str, str]]]:
+        keys = self.published(now=now, max_token_ttl=max_token_ttl, margin=margin)
+        return {"keys": [k.public.to_jwk() for k in reversed(keys)]}  # newest first

@@ -1,0 +1,96 @@
+"""Run the service: gRPC (Remit, health, reflection) and HTTP in one process."""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from remit._redis import connect
+from remit._redis_keys import RedisKeys
+from remit.v1 import remit_pb2, remit_pb2_grpc
+
+from ._config import Config
+from ._core import Core
+from ._http import HttpServer
+from ._keystore import KeyStore
+from ._servicer import RemitServicer
+from ._store import GrantStore
+
+__all__ = ["Server"]
+
+MAX_MESSAGE = 1024 * 1024
+SERVICE_NAME = "remit.v1.Remit"
+
+
+class Server:
+    """The remit service. ``start()`` binds both ports (0 = pick a free one)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.keystore = KeyStore(config.keys_dir)
+        self.keystore.current()  # fail at start, not at the first mint, if keys are unusable
+        self._redis = connect(config.redis, timeout=2.0)
+        self.core = Core(config, self.keystore, GrantStore(self._redis, RedisKeys(config.prefix)))
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="remit-rpc"),
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.max_send_message_length", MAX_MESSAGE),
+            ],
+        )
+        remit_pb2_grpc.add_RemitServicer_to_server(  # type: ignore[no-untyped-call]
+            RemitServicer(self.core), self._grpc
+        )
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        reflection.enable_server_reflection(
+            (
+                remit_pb2.DESCRIPTOR.services_by_name["Remit"].full_name,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ),
+            self._grpc,
+        )
+        self.grpc_port = self._grpc.add_insecure_port(f"{config.host}:{config.grpc_port}")
+        if not self.grpc_port:
+            raise OSError(f"cannot bind gRPC port {config.host}:{config.grpc_port}")
+        self._http = HttpServer(self.core, config.host, config.http_port)
+        self.http_port = self._http.port
+        self._stopped = threading.Event()
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{self.config.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.config.host}:{self.http_port}"
+
+    def start(self) -> Server:
+        self._grpc.start()
+        self._http.start()
+        for name in ("", SERVICE_NAME):
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop taking new RPCs, let in-flight ones finish (up to ``grace`` s), close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._health.enter_graceful_shutdown()
+        self._grpc.stop(grace).wait()
+        self._http.stop()
+        self._redis.close()
+
+    def wait(self) -> None:
+        self._grpc.wait_for_termination()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

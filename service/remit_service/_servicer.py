@@ -1,0 +1,189 @@
+"""gRPC ``remit.v1.Remit`` servicer: a thin adapter over :class:`Core`.
+
+It authenticates the caller, converts messages to plain values and back, and maps
+domain errors to status codes through one table. Anything unexpected becomes
+INTERNAL with no detail (the detail goes to the log, not to the caller).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from remit._encoding import strict_json_loads
+from remit.v1 import remit_pb2, remit_pb2_grpc
+
+from ._config import AppPolicy
+from ._core import Core
+from ._errors import (
+    AuthFailed,
+    BadRequest,
+    Inactive,
+    Missing,
+    PolicyDenied,
+    ServiceFault,
+    StoreDown,
+)
+from ._store import GrantRecord
+
+__all__ = ["STATUS_OF", "RemitServicer"]
+
+log = logging.getLogger("remit.service")
+
+STATUS_OF: dict[type[ServiceFault], grpc.StatusCode] = {
+    BadRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    AuthFailed: grpc.StatusCode.UNAUTHENTICATED,
+    PolicyDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Missing: grpc.StatusCode.NOT_FOUND,
+    Inactive: grpc.StatusCode.FAILED_PRECONDITION,
+    StoreDown: grpc.StatusCode.UNAVAILABLE,
+}
+MAX_ARGS_JSON = 64 * 1024
+FIELD_KEY = "remit-field"  # trailing metadata naming the offending request field
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def _rpc(
+    method: Callable[[RemitServicer, Req, grpc.ServicerContext], Resp],
+) -> Callable[[RemitServicer, Req, grpc.ServicerContext], Resp]:
+    @functools.wraps(method)
+    def wrapper(self: RemitServicer, request: Req, context: grpc.ServicerContext) -> Resp:
+        try:
+            return method(self, request, context)
+        except ServiceFault as fault:
+            if fault.field:
+                context.set_trailing_metadata(((FIELD_KEY, fault.field),))
+            context.abort(STATUS_OF[type(fault)], fault.message)
+        except Exception:
+            log.exception("internal error in %s", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("unreachable")  # pragma: no cover (abort raises)
+
+    return wrapper
+
+
+def _api_key(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, credential = value.partition(" ")
+            if scheme.lower() == "bearer" and credential:
+                return credential.strip()
+            return None
+    return None
+
+
+def _capabilities(messages: Any, name: str) -> list[dict[str, Any]]:
+    out = []
+    for i, cap in enumerate(messages):
+        text = cap.args_json or "{}"
+        if len(text) > MAX_ARGS_JSON:
+            raise BadRequest(f"{name}[{i}].args_json: larger than 64 KiB", field=f"{name}[{i}].args_json")
+        try:
+            args = strict_json_loads(text)
+        except ValueError as exc:
+            raise BadRequest(f"{name}[{i}].args_json: {exc}", field=f"{name}[{i}].args_json") from None
+        out.append({"action": cap.action, "args": args})
+    return out
+
+
+def grant_message(grant: GrantRecord) -> remit_pb2.Grant:
+    return remit_pb2.Grant(
+        id=grant.id,
+        app=grant.app,
+        subject=grant.subject,
+        agent=grant.agent,
+        audience=grant.audience,
+        capabilities=[
+            remit_pb2.Capability(
+                action=c["action"], args_json=json.dumps(c["args"], separators=(",", ":"))
+            )
+            for c in grant.capabilities
+        ],
+        purpose=grant.purpose,
+        created_at=grant.created_at,
+        expires_at=grant.expires_at,
+        revoked=grant.revoked,
+    )
+
+
+class RemitServicer(remit_pb2_grpc.RemitServicer):
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    def _app(self, context: grpc.ServicerContext) -> AppPolicy:
+        return self._core.authenticate(_api_key(context))
+
+    @_rpc
+    def CreateGrant(
+        self, request: remit_pb2.CreateGrantRequest, context: grpc.ServicerContext
+    ) -> remit_pb2.Grant:
+        app = self._app(context)
+        grant = self._core.create_grant(
+            app,
+            subject=request.subject,
+            agent=request.agent,
+            audience=list(request.audience),
+            capabilities=_capabilities(request.capabilities, "capabilities"),
+            purpose=request.purpose,
+            ttl=request.ttl_seconds,
+        )
+        return grant_message(grant)
+
+    @_rpc
+    def GetGrant(
+        self, request: remit_pb2.GetGrantRequest, context: grpc.ServicerContext
+    ) -> remit_pb2.Grant:
+        return grant_message(self._core.get_grant(self._app(context), request.id))
+
+    @_rpc
+    def ListGrants(
+        self, request: remit_pb2.ListGrantsRequest, context: grpc.ServicerContext
+    ) -> remit_pb2.ListGrantsResponse:
+        grants, next_token = self._core.list_grants(
+            self._app(context),
+            subject=request.subject,
+            agent=request.agent,
+            include_inactive=request.include_inactive,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return remit_pb2.ListGrantsResponse(
+            grants=[grant_message(g) for g in grants], next_page_token=next_token
+        )
+
+    @_rpc
+    def Mint(
+        self, request: remit_pb2.MintRequest, context: grpc.ServicerContext
+    ) -> remit_pb2.MintResponse:
+        result = self._core.mint(
+            self._app(context),
+            grant_id=request.grant_id,
+            capabilities=_capabilities(request.capabilities, "capabilities") or None,
+            ttl=request.ttl_seconds,
+            audience=list(request.audience),
+            cnf_jkt=request.cnf_jkt,
+        )
+        return remit_pb2.MintResponse(token=result.token, jti=result.jti, expires_at=result.expires_at)
+
+    @_rpc
+    def Revoke(
+        self, request: remit_pb2.RevokeRequest, context: grpc.ServicerContext
+    ) -> remit_pb2.RevokeResponse:
+        at = self._core.revoke(
+            self._app(context), jti=request.jti, grant_id=request.grant_id, reason=request.reason
+        )
+        return remit_pb2.RevokeResponse(revoked_at=at)
+
+    @_rpc
+    def GetKeys(
+        self, request: remit_pb2.GetKeysRequest, context: grpc.ServicerContext
+    ) -> remit_pb2.GetKeysResponse:
+        return remit_pb2.GetKeysResponse(
+            jwks_json=json.dumps(self._core.jwks()), issuer=self._core.config.issuer
+        )

@@ -1,0 +1,135 @@
+"""Grants and revocations in Redis (key names: :mod:`remit._redis_keys`).
+
+Everything that must be atomic lives in one grant's hash slot and is written in one
+MULTI/EXEC: a grant's record and its revocation marker, a token's revocation marker.
+Redis errors surface as :class:`StoreDown` (-> UNAVAILABLE), never half a write:
+the only multi-step write (a grant and its app-index entry) is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import redis
+from remit._redis import RedisLike
+from remit._redis_keys import RedisKeys
+
+from ._errors import StoreDown
+
+__all__ = ["GrantRecord", "GrantStore", "TokenRecord"]
+
+
+@dataclass(frozen=True)
+class GrantRecord:
+    id: str
+    app: str
+    subject: str
+    agent: str
+    audience: list[str]
+    capabilities: list[dict[str, Any]]  # API form: {"action", "args"}
+    purpose: str
+    created_at: int
+    expires_at: int
+    revoked: bool = False
+    revoked_at: int = 0
+    revoke_reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def active(self, now: float) -> bool:
+        return not self.revoked and now < self.expires_at
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    jti: str
+    gid: str
+    app: str
+    exp: int
+
+
+@contextmanager
+def _redis_errors() -> Iterator[None]:
+    try:
+        yield
+    except (redis.RedisError, OSError) as exc:
+        raise StoreDown(f"Redis unavailable: {type(exc).__name__}") from None
+
+
+class GrantStore:
+    def __init__(self, client: RedisLike, keys: RedisKeys) -> None:
+        self._r = client
+        self._k = keys
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._r.ping())
+        except (redis.RedisError, OSError):
+            return False
+
+    def create(self, grant: GrantRecord, *, keep_until: int) -> None:
+        body = json.dumps(asdict(grant), separators=(",", ":"))
+        with _redis_errors():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.set(self._k.grant(grant.id), body, exat=keep_until, nx=True)
+            pipe.zadd(self._k.app_grants(grant.app), {grant.id: grant.created_at})
+            created, _ = pipe.execute()
+        if not created:  # 128-bit random ids: a collision means something is very wrong
+            raise StoreDown("grant id collision; retry")
+
+    def get(self, gid: str) -> GrantRecord | None:
+        with _redis_errors():
+            body = self._r.get(self._k.grant(gid))
+        if body is None:
+            return None
+        return GrantRecord(**json.loads(body))
+
+    def list_ids(self, app: str, offset: int, count: int) -> list[str]:
+        """An app's grant ids, newest first."""
+        with _redis_errors():
+            ids = self._r.zrevrange(self._k.app_grants(app), offset, offset + count - 1)
+        return [i.decode() for i in ids]
+
+    def get_many(self, app: str, gids: list[str]) -> list[GrantRecord]:
+        """Grants by id; ids whose record has expired are dropped from the app index."""
+        if not gids:
+            return []
+        with _redis_errors():
+            pipe = self._r.pipeline(transaction=False)
+            for gid in gids:
+                pipe.get(self._k.grant(gid))
+            bodies = pipe.execute()
+            gone = [gid for gid, body in zip(gids, bodies, strict=True) if body is None]
+            if gone:
+                self._r.zrem(self._k.app_grants(app), *gone)
+        return [GrantRecord(**json.loads(b)) for b in bodies if b is not None]
+
+    def revoke_grant(self, grant: GrantRecord, *, at: int, reason: str, keep_until: int) -> GrantRecord:
+        """Mark the grant revoked: the revocation key (what verifiers check) and the record."""
+        updated = replace(grant, revoked=True, revoked_at=at, revoke_reason=reason)
+        body = json.dumps(asdict(updated), separators=(",", ":"))
+        with _redis_errors():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.set(self._k.grant_revoked(grant.id), reason or "revoked", exat=keep_until)
+            pipe.set(self._k.grant(grant.id), body, keepttl=True, xx=True)
+            pipe.execute()
+        return updated
+
+    def record_token(self, token: TokenRecord, *, keep_until: int) -> None:
+        body = json.dumps(asdict(token), separators=(",", ":"))
+        with _redis_errors():
+            self._r.set(self._k.token_grant(token.jti), body, exat=keep_until)
+
+    def token(self, jti: str) -> TokenRecord | None:
+        with _redis_errors():
+            body = self._r.get(self._k.token_grant(jti))
+        return None if body is None else TokenRecord(**json.loads(body))
+
+    def revoke_token(self, token: TokenRecord, *, reason: str, keep_until: int) -> None:
+        with _redis_errors():
+            self._r.set(
+                self._k.token_revoked(token.gid, token.jti), reason or "revoked", exat=keep_until
+            )
