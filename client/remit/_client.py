@@ -76,13 +76,15 @@ def _capability_messages(caps: Sequence[Mapping[str, Any]]) -> list[remit_pb2.Ca
     out = []
     for cap in caps:
         if not isinstance(cap, Mapping) or set(cap) - {"action", "args"}:
-            raise InvalidArgument("a capability is a mapping with 'action' and 'args'",
-                                  field="capabilities")
+            raise InvalidArgument(
+                "a capability is a mapping with 'action' and 'args'", field="capabilities"
+            )
         try:
             args_json = json.dumps(cap.get("args", {}), allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
-            raise InvalidArgument(f"capability args are not JSON: {exc}",
-                                  field="capabilities") from None
+            raise InvalidArgument(
+                f"capability args are not JSON: {exc}", field="capabilities"
+            ) from None
         out.append(remit_pb2.Capability(action=str(cap.get("action", "")), args_json=args_json))
     return out
 
@@ -157,7 +159,11 @@ class Client:
         return Grant._from_message(self._call("GetGrant", remit_pb2.GetGrantRequest(id=grant_id)))
 
     def list_grants(
-        self, *, subject: str = "", agent: str = "", include_inactive: bool = False,
+        self,
+        *,
+        subject: str = "",
+        agent: str = "",
+        include_inactive: bool = False,
         page_size: int = 100,
     ) -> Iterator[Grant]:
         """Every matching grant of this app, newest first (pages fetched lazily)."""
@@ -166,8 +172,11 @@ class Client:
             resp = self._call(
                 "ListGrants",
                 remit_pb2.ListGrantsRequest(
-                    subject=subject, agent=agent, include_inactive=include_inactive,
-                    page_size=page_size, page_token=token,
+                    subject=subject,
+                    agent=agent,
+                    include_inactive=include_inactive,
+                    page_size=page_size,
+                    page_token=token,
                 ),
             )
             for g in resp.grants:
@@ -202,7 +211,9 @@ class Client:
         token: str = resp.token
         return token
 
-    def revoke(self, *, jti: str | None = None, grant_id: str | None = None, reason: str = "") -> int:
+    def revoke(
+        self, *, jti: str | None = None, grant_id: str | None = None, reason: str = ""
+    ) -> int:
         """Revoke one token or a whole grant; returns the revocation time (Unix s)."""
         if bool(jti) == bool(grant_id):
             raise InvalidArgument("give exactly one of jti= or grant_id=", field="target")

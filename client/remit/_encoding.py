@@ -13,11 +13,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Any
 
 __all__ = ["b64url_decode", "b64url_encode", "canonical_json", "strict_json_loads"]
 
-_PAD = ("", "", "==", "=")
+_PAD = (b"", b"", b"==", b"=")
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_VALUE = {c: i for i, c in enumerate(_ALPHABET)}
+# The low bits of the last character that an unpadded segment of length % 4 == 2 / 3
+# does not use; canonical encodings have them zero.
+_UNUSED_BITS = (0, 0, 0x0F, 0x03)
 
 
 def b64url_encode(data: bytes) -> str:
@@ -26,17 +33,24 @@ def b64url_encode(data: bytes) -> str:
 
 
 def b64url_decode(segment: str) -> bytes:
-    """Decode unpadded, canonical base64url; anything else raises ``ValueError``."""
-    if len(segment) % 4 == 1:
+    """Decode unpadded, canonical base64url; anything else raises ``ValueError``.
+
+    Rejects padding, the standard alphabet's ``+`` and ``/``, whitespace and any other
+    character, a length that no encoding has, and non-zero unused trailing bits.
+    """
+    rest = len(segment) % 4
+    if rest == 1:
         raise ValueError("bad base64url length")
+    if "=" in segment or "+" in segment or "/" in segment:
+        raise ValueError("not unpadded base64url")
     try:
-        raw = base64.urlsafe_b64decode(segment + _PAD[len(segment) % 4])
-    except (binascii.Error, ValueError) as exc:
+        raw = binascii.a2b_base64(
+            segment.encode("ascii").translate(_TO_STANDARD) + _PAD[rest], strict_mode=True
+        )
+    except (binascii.Error, UnicodeEncodeError) as exc:
         raise ValueError("bad base64url") from exc
-    # Re-encoding is the cheapest complete canonicality check: it fails on padding,
-    # '+' '/', whitespace, skipped junk and non-zero trailing bits alike.
-    if b64url_encode(raw) != segment:
-        raise ValueError("non-canonical base64url")
+    if rest and _VALUE[segment[-1]] & _UNUSED_BITS[rest]:
+        raise ValueError("non-canonical base64url (trailing bits)")
     return raw
 
 
@@ -55,12 +69,33 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name}")
 
 
+def _finite_float(text: str) -> float:
+    """A literal too large for a double (``1e999``) would otherwise become ``inf``."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"non-finite number {text[:40]}")
+    return value
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite_float
+)
+
+
 def strict_json_loads(data: bytes | str) -> Any:
-    """``json.loads`` that rejects duplicate keys, NaN/Infinity and runaway nesting."""
+    """``json.loads`` that rejects duplicate keys, non-finite numbers and runaway nesting.
+
+    Non-finite: the ``NaN``/``Infinity`` constants, and also float literals that
+    overflow a double (``1e999``), which ``json`` would turn into ``inf``.
+
+    Bytes must be UTF-8 (RFC 8259 §8.1): ``json.loads`` itself would also take
+    UTF-16/UTF-32, a BOM, and encoded surrogates (it decodes with ``surrogatepass``).
+    One decoder is reused: ``json.loads`` with hooks builds a new one per call.
+    """
     try:
-        return json.loads(
-            data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant
-        )
+        if isinstance(data, bytes | bytearray):
+            data = bytes(data).decode("utf-8")  # strict: no surrogates; a BOM fails below
+        return _DECODER.decode(data)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
     except UnicodeDecodeError as exc:

@@ -25,7 +25,9 @@ def _read_url(url: str, timeout: float) -> bytes:
     return data
 
 
-def load_jwks(source: Mapping[str, Any] | str | os.PathLike[str], *, timeout: float = 5.0) -> KeySet:
+def load_jwks(
+    source: Mapping[str, Any] | str | os.PathLike[str], *, timeout: float = 5.0
+) -> KeySet:
     """``source`` is a JWKS mapping, a path to a JWKS file, or an ``http(s)://`` URL."""
     if isinstance(source, Mapping):
         return KeySet.from_jwks(source)

@@ -10,6 +10,7 @@ to verify it (RFC 8725): no ``jku``/``jwk``/``x5u``, no ``crit``, no algorithm c
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "TYP",
     "Claims",
     "RawToken",
+    "ScopeCache",
     "parse_claims",
     "peek_unverified",
     "split_token",
@@ -55,32 +57,17 @@ def _malformed(message: str) -> Denied:
 class RawToken:
     """A syntactically valid, not yet verified token."""
 
+    header: str  # the header segment, as sent
     kid: str
     payload: bytes
     signing_input: bytes
     signature: bytes
 
 
-def split_token(token: object, max_bytes: int = MAX_TOKEN_BYTES) -> RawToken:
-    """Split and check the JWS structure and header; raises ``Denied(malformed)``."""
-    if type(token) is not str:
-        raise _malformed("token must be a string")
-    if len(token) > max_bytes:
-        raise _malformed(f"token longer than {max_bytes} bytes")
-    if not token.isascii():
-        raise _malformed("token contains non-ASCII characters")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise _malformed(f"token has {len(parts)} segments, expected 3")
-    h64, p64, s64 = parts
+def _parse_header(h64: str) -> str:
+    """Check a header segment; return its kid."""
     try:
-        header_bytes = b64url_decode(h64)
-        payload = b64url_decode(p64)
-        signature = b64url_decode(s64)
-    except ValueError as exc:
-        raise _malformed(f"token segment: {exc}") from None
-    try:
-        header = strict_json_loads(header_bytes)
+        header = strict_json_loads(b64url_decode(h64))
     except ValueError as exc:
         raise _malformed(f"header: {exc}") from None
     if not isinstance(header, dict):
@@ -99,12 +86,42 @@ def split_token(token: object, max_bytes: int = MAX_TOKEN_BYTES) -> RawToken:
     if len(header) != 3:
         extra = sorted(set(header) - {"alg", "typ", "kid"})
         raise _malformed(f"unexpected header parameters {extra}")
+    return kid
+
+
+def split_token(
+    token: object, max_bytes: int = MAX_TOKEN_BYTES, known_headers: Mapping[str, str] | None = None
+) -> RawToken:
+    """Split and check the JWS structure and header; raises ``Denied(malformed)``.
+
+    ``known_headers`` maps header segments that already passed :func:`_parse_header`
+    to their kid: one issuer key has one header, so the usual token skips its parse.
+    """
+    if type(token) is not str:
+        raise _malformed("token must be a string")
+    if len(token) > max_bytes:
+        raise _malformed(f"token longer than {max_bytes} bytes")
+    if not token.isascii():
+        raise _malformed("token contains non-ASCII characters")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise _malformed(f"token has {len(parts)} segments, expected 3")
+    h64, p64, s64 = parts
+    kid = known_headers.get(h64) if known_headers is not None else None
+    if kid is None:
+        kid = _parse_header(h64)
+    try:
+        payload = b64url_decode(p64)
+        signature = b64url_decode(s64)
+    except ValueError as exc:
+        raise _malformed(f"token segment: {exc}") from None
     if len(signature) != 64:
         raise _malformed("Ed25519 signature must be 64 bytes")
     return RawToken(
+        header=h64,
         kid=kid,
         payload=payload,
-        signing_input=f"{h64}.{p64}".encode("ascii"),
+        signing_input=token[: len(h64) + len(p64) + 1].encode("ascii"),
         signature=signature,
     )
 
@@ -149,7 +166,30 @@ def _time(claims: dict[str, Any], name: str) -> int:
     return value
 
 
-def parse_claims(payload: bytes) -> Claims:
+class ScopeCache:
+    """Parsed ``authorization_details`` by value, so the many tokens minted under one
+    grant share one validation. Keyed by ``repr`` of the decoded JSON, which tells
+    apart every pair of distinct JSON values (``1``/``1.0``/``True``/``"1"``)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._parsed: dict[str, tuple[Capability, ...]] = {}
+
+    def parse(self, raw: Any) -> tuple[Capability, ...]:
+        try:
+            key = repr(raw)
+        except RecursionError:
+            raise ConstraintError("authorization_details", "nested too deeply") from None
+        caps = self._parsed.get(key)
+        if caps is None:
+            caps = tuple(parse_capabilities(raw, "authorization_details", token_form=True))
+            if len(self._parsed) >= self._size:
+                self._parsed.clear()
+            self._parsed[key] = caps
+        return caps
+
+
+def parse_claims(payload: bytes, scopes: ScopeCache | None = None) -> Claims:
     """Decode and type-check the claims; raises ``Denied(malformed)`` naming the claim."""
     try:
         claims = strict_json_loads(payload)
@@ -194,9 +234,11 @@ def parse_claims(payload: bytes) -> Claims:
     if type(purpose) is not str or len(purpose) > MAX_PURPOSE:
         raise _malformed(f"claim 'purpose' must be a string of at most {MAX_PURPOSE} chars")
     try:
-        caps = parse_capabilities(
-            claims["authorization_details"], "authorization_details", token_form=True
-        )
+        raw_scope = claims["authorization_details"]
+        if scopes is not None:
+            caps = scopes.parse(raw_scope)
+        else:
+            caps = tuple(parse_capabilities(raw_scope, "authorization_details", token_form=True))
     except ConstraintError as exc:
         if exc.path.endswith(".limits"):
             raise Denied(Code.UNSUPPORTED, f"claim {exc}") from None
@@ -216,7 +258,7 @@ def parse_claims(payload: bytes) -> Claims:
         jti=_ident(claims, "jti"),
         gid=_ident(claims, "gid"),
         anc=tuple(anc),
-        capabilities=tuple(caps),
+        capabilities=caps,
         purpose=purpose,
         cnf_jkt=cnf_jkt,
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._constraints import (
+    Capability,
     CompiledCapability,
     action_matches,
     compile_capability,
@@ -32,7 +33,7 @@ from ._keys import KeySet, PublicKey
 from ._redis import RedisLike, connect
 from ._redis_keys import DEFAULT_PREFIX, RedisKeys
 from ._revocation import NoRevocation, RevocationCheck, StrictRevocation
-from ._token import MAX_TOKEN_BYTES, Claims, parse_claims, split_token
+from ._token import MAX_TOKEN_BYTES, Claims, ScopeCache, parse_claims, split_token
 
 __all__ = ["Decision", "Verifier"]
 
@@ -52,6 +53,9 @@ class Decision:
     agent: str
     capability: int  # index in the token's authorization_details that allowed the call
     expires_at: int
+
+
+_Scope = tuple[Mapping[str, tuple[CompiledCapability, ...]], tuple[CompiledCapability, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,11 @@ class Verifier:
         self._cache_size = cache_size
         self._cache: dict[str, _Verified] = {}
         self._cache_lock = threading.Lock()
+        # Cold-path memos, all bounded: header segment -> kid (headers whose kid is
+        # ours), scope JSON -> parsed capabilities, parsed scope -> compiled closures.
+        self._headers: dict[str, str] = {}
+        self._scopes = ScopeCache()
+        self._compiled: dict[int, tuple[tuple[Any, ...], _Scope]] = {}
         self._revocation: RevocationCheck
         if revocation == "strict":
             if redis is None:
@@ -203,13 +212,15 @@ class Verifier:
     # -- cold path -----------------------------------------------------------------
 
     def _verify_token(self, token: str, now: float) -> _Verified:
-        raw = split_token(token, self._max_token_bytes)
+        raw = split_token(token, self._max_token_bytes, self._headers)
         key = self._keys.get(raw.kid)
         if key is None:
             raise Denied(Code.UNKNOWN_KEY, f"no key with kid {raw.kid[:64]!r}")
         if not key.verify(raw.signing_input, raw.signature):
             raise Denied(Code.BAD_SIGNATURE, "signature does not verify")
-        claims = parse_claims(raw.payload)
+        if raw.header not in self._headers and len(self._headers) < 64:
+            self._headers[raw.header] = raw.kid
+        claims = parse_claims(raw.payload, self._scopes)
         if claims.iss != self.issuer:
             raise Denied(Code.WRONG_ISSUER, f"issuer {claims.iss!r} is not {self.issuer!r}")
         if self.audience not in claims.aud:
@@ -218,23 +229,37 @@ class Verifier:
             raise Denied(Code.MALFORMED, f"token lifetime exceeds the maximum {self._max_ttl}s")
         if claims.iat > now + self._leeway:
             raise Denied(Code.NOT_YET_VALID, f"token issued in the future ({claims.iat})")
+        exact, wildcard = self._compile(claims.capabilities)
+        verified = _Verified(claims=claims, exact=exact, wildcard=wildcard)
+        if now < claims.exp + self._leeway:
+            self._remember(token, verified, now)
+        return verified
+
+    def _compile(self, caps: tuple[Capability, ...]) -> _Scope:
+        memo = self._compiled.get(id(caps))
+        if memo is not None:  # the entry holds `caps`, so its id cannot have been reused
+            return memo[1]
         exact: dict[str, list[CompiledCapability]] = {}
         wildcard: list[CompiledCapability] = []
-        for i, cap in enumerate(claims.capabilities):
+        for i, cap in enumerate(caps):
             compiled = compile_capability(cap, i)
             if cap.action.endswith(".*"):
                 wildcard.append(compiled)
             else:
                 exact.setdefault(cap.action, []).append(compiled)
         # Wildcards also cover exact names, so fold them into each exact entry.
-        exact_t = {
-            name: tuple(caps) + tuple(w for w in wildcard if action_matches(w.capability.action, name))
-            for name, caps in exact.items()
-        }
-        verified = _Verified(claims=claims, exact=exact_t, wildcard=tuple(wildcard))
-        if now < claims.exp + self._leeway:
-            self._remember(token, verified, now)
-        return verified
+        scope: _Scope = (
+            {
+                name: tuple(found)
+                + tuple(w for w in wildcard if action_matches(w.capability.action, name))
+                for name, found in exact.items()
+            },
+            tuple(wildcard),
+        )
+        if len(self._compiled) >= 1024:
+            self._compiled.clear()
+        self._compiled[id(caps)] = (caps, scope)
+        return scope
 
     def _remember(self, token: str, verified: _Verified, now: float) -> None:
         with self._cache_lock:

@@ -29,7 +29,10 @@ from ._store import GrantRecord, GrantStore, TokenRecord
 
 __all__ = ["Core", "MintResult"]
 
-_PARTY = re.compile(r"[^\x00-\x1f\x7f]{1,256}\Z")  # subject / agent: printable, bounded
+# No control characters (Unicode Cc: C0, DEL and C1, e.g. U+0085 NEL, U+009B CSI).
+_PARTY = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,256}\Z")  # subject / agent: bounded
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f-\x9f]*\Z")  # purpose: length checked apart
+_PAGE_TOKEN = re.compile(r"[0-9]{1,9}\Z")  # ASCII digits only: str.isdigit() takes "²"
 _AUDIENCE = re.compile(r"[A-Za-z0-9_.:/-]{1,128}\Z")
 _ID = re.compile(r"[A-Za-z0-9_-]{8,64}\Z")
 _JKT = re.compile(r"[A-Za-z0-9_-]{43}\Z")
@@ -110,8 +113,10 @@ class Core:
             raise BadRequest("subject: required, at most 256 printable characters", field="subject")
         if not _PARTY.match(agent):
             raise BadRequest("agent: required, at most 256 printable characters", field="agent")
-        if len(purpose) > MAX_PURPOSE or not _PARTY.match(purpose or "x"):
-            raise BadRequest(f"purpose: at most {MAX_PURPOSE} printable characters", field="purpose")
+        if len(purpose) > MAX_PURPOSE or not _PRINTABLE.match(purpose):
+            raise BadRequest(
+                f"purpose: at most {MAX_PURPOSE} printable characters", field="purpose"
+            )
         auds = self._audiences(audience, "audience")
         caps = self._capabilities(capabilities, "capabilities")
         if ttl < 0:
@@ -144,9 +149,10 @@ class Core:
         self._store.create(grant, keep_until=grant.expires_at + self.config.revocation_margin)
         return grant
 
-    def get_grant(self, app: AppPolicy, gid: str) -> GrantRecord:
+    def get_grant(self, app: AppPolicy, gid: str, *, field: str = "id") -> GrantRecord:
+        """``field``: the request field that carried the id, for the error."""
         if not _ID.match(gid):
-            raise BadRequest("id: not a grant id", field="id")
+            raise BadRequest(f"{field}: not a grant id", field=field)
         grant = self._store.get(gid)
         if grant is None or grant.app != app.name:  # another app's grant does not exist for you
             raise Missing(f"no grant {gid}")
@@ -165,7 +171,7 @@ class Core:
         if page_size < 0 or page_size > MAX_PAGE:
             raise BadRequest(f"page_size: 0..{MAX_PAGE}", field="page_size")
         size = page_size or 100
-        if page_token and (not page_token.isdigit() or len(page_token) > 9):
+        if page_token and not _PAGE_TOKEN.match(page_token):
             raise BadRequest("page_token: not a token from a previous response", field="page_token")
         offset = int(page_token or 0)
         now = self._clock()
@@ -174,7 +180,12 @@ class Core:
             ids = self._store.list_ids(app.name, offset, size)
             if not ids:
                 return out, ""
+            # get_many drops ids whose record has expired from the index, so the cursor
+            # advances only over the grants still there, and stops when the page is full.
             for grant in self._store.get_many(app.name, ids):
+                if len(out) == size:
+                    break
+                offset += 1
                 if subject and grant.subject != subject:
                     continue
                 if agent and grant.agent != agent:
@@ -182,7 +193,6 @@ class Core:
                 if not include_inactive and not grant.active(now):
                     continue
                 out.append(grant)
-            offset += len(ids)
         return out, str(offset)
 
     # -- tokens -------------------------------------------------------------------
@@ -197,7 +207,7 @@ class Core:
         audience: Sequence[str] = (),
         cnf_jkt: str = "",
     ) -> MintResult:
-        grant = self.get_grant(app, grant_id)
+        grant = self.get_grant(app, grant_id, field="grant_id")
         now = int(self._clock())
         if grant.revoked:
             raise Inactive(f"grant {grant.id} is revoked")
@@ -281,7 +291,7 @@ class Core:
         now = int(self._clock())
         margin = self.config.revocation_margin
         if grant_id:
-            grant = self.get_grant(app, grant_id)
+            grant = self.get_grant(app, grant_id, field="grant_id")
             if not grant.revoked:
                 self._store.revoke_grant(
                     grant, at=now, reason=reason, keep_until=max(grant.expires_at, now) + margin

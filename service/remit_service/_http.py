@@ -21,7 +21,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     core: Core  # set on the subclass made per server
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/.well-known/jwks.json":
             self._json(200, self.core.jwks(), cache="public, max-age=60")
@@ -40,7 +40,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return  # quiet: access logs are not this service's job
 
 
@@ -50,7 +50,9 @@ class HttpServer:
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="remit-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="remit-http", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

@@ -10,6 +10,7 @@ directory: :meth:`KeyStore.current` reloads when the directory changes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -143,12 +144,14 @@ class KeyStore:
         its successor's creation + max token TTL + margin has passed."""
         keys = self.current()
         live = [keys[-1]]
-        for older, newer in zip(keys[:-1], keys[1:], strict=True):
+        for older, newer in itertools.pairwise(keys):
             if newer.created_at + max_token_ttl + margin > now:
                 live.append(older)
         live.sort(key=lambda k: (k.created_at, k.kid))
         return live
 
-    def jwks(self, *, now: float, max_token_ttl: int, margin: int) -> dict[str, list[dict[str, str]]]:
+    def jwks(
+        self, *, now: float, max_token_ttl: int, margin: int
+    ) -> dict[str, list[dict[str, str]]]:
         keys = self.published(now=now, max_token_ttl=max_token_ttl, margin=margin)
         return {"keys": [k.public.to_jwk() for k in reversed(keys)]}  # newest first

@@ -10,13 +10,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from remit._redis import connect
 from remit._redis_keys import RedisKeys
-from remit.v1 import remit_pb2, remit_pb2_grpc
+from remit.v1 import remit_pb2
 
 from ._config import Config
 from ._core import Core
 from ._http import HttpServer
 from ._keystore import KeyStore
-from ._servicer import RemitServicer
+from ._servicer import RemitServicer, add_to_server
 from ._store import GrantStore
 
 __all__ = ["Server"]
@@ -41,9 +41,7 @@ class Server:
                 ("grpc.max_send_message_length", MAX_MESSAGE),
             ],
         )
-        remit_pb2_grpc.add_RemitServicer_to_server(  # type: ignore[no-untyped-call]
-            RemitServicer(self.core), self._grpc
-        )
+        add_to_server(RemitServicer(self.core), self._grpc)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from remit._encoding import strict_json_loads
 from remit.v1 import remit_pb2, remit_pb2_grpc
 
@@ -30,7 +31,7 @@ from ._errors import (
 )
 from ._store import GrantRecord
 
-__all__ = ["STATUS_OF", "RemitServicer"]
+__all__ = ["STATUS_OF", "RemitServicer", "add_to_server"]
 
 log = logging.getLogger("remit.service")
 
@@ -54,6 +55,11 @@ def _rpc(
 ) -> Callable[[RemitServicer, Req, grpc.ServicerContext], Resp]:
     @functools.wraps(method)
     def wrapper(self: RemitServicer, request: Req, context: grpc.ServicerContext) -> Resp:
+        if request is _UNDECODABLE:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {method.__name__} request message",
+            )
         try:
             return method(self, request, context)
         except ServiceFault as fault:
@@ -66,6 +72,44 @@ def _rpc(
         raise AssertionError("unreachable")  # pragma: no cover (abort raises)
 
     return wrapper
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes are not a valid message of its type."""
+
+
+_UNDECODABLE: Any = _Undecodable()
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    # grpc answers a request its deserializer rejects with INTERNAL ("Exception
+    # deserializing request!"); a client sending bad bytes is not a server fault.
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError:
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def add_to_server(servicer: RemitServicer, server: grpc.Server) -> None:
+    """Register like the generated ``add_RemitServicer_to_server``, except that a
+    request that does not decode (bad protobuf, invalid UTF-8 in a string) gets
+    INVALID_ARGUMENT instead of grpc's INTERNAL."""
+    service = remit_pb2.DESCRIPTOR.services_by_name["Remit"]
+    handlers = {
+        m.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, m.name),
+            request_deserializer=_lenient(getattr(remit_pb2, m.input_type.name).FromString),
+            response_serializer=getattr(remit_pb2, m.output_type.name).SerializeToString,
+        )
+        for m in service.methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 def _api_key(context: grpc.ServicerContext) -> str | None:
@@ -83,11 +127,15 @@ def _capabilities(messages: Any, name: str) -> list[dict[str, Any]]:
     for i, cap in enumerate(messages):
         text = cap.args_json or "{}"
         if len(text) > MAX_ARGS_JSON:
-            raise BadRequest(f"{name}[{i}].args_json: larger than 64 KiB", field=f"{name}[{i}].args_json")
+            raise BadRequest(
+                f"{name}[{i}].args_json: larger than 64 KiB", field=f"{name}[{i}].args_json"
+            )
         try:
             args = strict_json_loads(text)
         except ValueError as exc:
-            raise BadRequest(f"{name}[{i}].args_json: {exc}", field=f"{name}[{i}].args_json") from None
+            raise BadRequest(
+                f"{name}[{i}].args_json: {exc}", field=f"{name}[{i}].args_json"
+            ) from None
         out.append({"action": cap.action, "args": args})
     return out
 
@@ -169,7 +217,9 @@ class RemitServicer(remit_pb2_grpc.RemitServicer):
             audience=list(request.audience),
             cnf_jkt=request.cnf_jkt,
         )
-        return remit_pb2.MintResponse(token=result.token, jti=result.jti, expires_at=result.expires_at)
+        return remit_pb2.MintResponse(
+            token=result.token, jti=result.jti, expires_at=result.expires_at
+        )
 
     @_rpc
     def Revoke(

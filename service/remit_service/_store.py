@@ -107,7 +107,9 @@ class GrantStore:
                 self._r.zrem(self._k.app_grants(app), *gone)
         return [GrantRecord(**json.loads(b)) for b in bodies if b is not None]
 
-    def revoke_grant(self, grant: GrantRecord, *, at: int, reason: str, keep_until: int) -> GrantRecord:
+    def revoke_grant(
+        self, grant: GrantRecord, *, at: int, reason: str, keep_until: int
+    ) -> GrantRecord:
         """Mark the grant revoked: the revocation key (what verifiers check) and the record."""
         updated = replace(grant, revoked=True, revoked_at=at, revoke_reason=reason)
         body = json.dumps(asdict(updated), separators=(",", ":"))

@@ -1,0 +1,421 @@
+"""The ``remit`` command line: serve, keys, grant, mint, revoke, verify, inspect, demo.
+
+Exit codes: 0 success (``verify``: allowed), 1 failure, 2 usage error,
+3 ``verify`` denied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import remit
+
+__all__ = ["main"]
+
+EXIT_DENIED = 3
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+class UsageError(Exception):
+    """Bad command-line input: exit 2 with the message."""
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False))
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{what} is not valid JSON: {exc.msg}") from None
+
+
+def _token_arg(text: str) -> str:
+    return sys.stdin.read().strip() if text == "-" else text.strip()
+
+
+# -- serve ----------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ._config import ConfigError, dev_config, load_config
+    from ._keystore import KeyStore
+    from ._server import Server
+
+    if bool(args.config) == bool(args.dev):
+        raise UsageError("give exactly one of --config FILE or --dev")
+    if args.dev:
+        data_dir = Path(args.data_dir or os.environ.get("REMIT_DEV_DIR", ".remit-dev"))
+        api_key = os.environ.get("REMIT_DEV_API_KEY", "dev")
+        config = dev_config(
+            data_dir=data_dir,
+            redis=args.redis or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            api_key=api_key,
+            grpc_port=50051 if args.grpc_port is None else args.grpc_port,
+            http_port=8080 if args.http_port is None else args.http_port,
+            prefix=args.prefix or "remit:",
+        )
+        KeyStore(config.keys_dir).ensure()
+        print(
+            "WARNING: remit is running in DEV MODE: every action and audience may be granted, "
+            "the API key comes from REMIT_DEV_API_KEY"
+            f"{' (default: dev)' if api_key == 'dev' else ''}, "
+            f"and keys live unprotected in {config.keys_dir}. Never use this in production.",
+            file=sys.stderr,
+        )
+    else:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"remit: config error: {exc}", file=sys.stderr)
+            return 1
+        overrides: dict[str, Any] = {}
+        if args.grpc_port is not None:
+            overrides["grpc_port"] = args.grpc_port
+        if args.http_port is not None:
+            overrides["http_port"] = args.http_port
+        if args.redis:
+            overrides["redis"] = args.redis
+        if overrides:
+            from dataclasses import replace
+
+            config = replace(config, **overrides)
+    server = Server(config).start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "issuer": config.issuer,
+                "grpc": server.grpc_target,
+                "http": server.http_url,
+                "jwks": f"{server.http_url}/.well-known/jwks.json",
+                "dev": config.dev,
+            }
+        ),
+        flush=True,
+    )
+    stop.wait()
+    server.stop(grace=5.0)
+    return 0
+
+
+# -- keys -----------------------------------------------------------------------------
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from ._keystore import KeyStore
+
+    store = KeyStore(args.dir)
+    if args.keys_command == "generate":
+        if store.keys():
+            raise UsageError(f"{args.dir} already has keys; use 'remit keys rotate'")
+        key = store.generate()
+        _print_json({"generated": key.kid})
+    elif args.keys_command == "rotate":
+        key = store.generate()
+        _print_json({"signing": key.kid})
+    else:
+        now = time.time()
+        keys = store.keys()
+        live = (
+            {
+                k.kid
+                for k in store.published(
+                    now=now, max_token_ttl=args.max_token_ttl, margin=args.margin
+                )
+            }
+            if keys
+            else set()
+        )
+        rows = []
+        for i, key in enumerate(keys):
+            status = (
+                "signing" if i == len(keys) - 1 else ("published" if key.kid in live else "retired")
+            )
+            rows.append({"kid": key.kid, "created_at": int(key.created_at), "status": status})
+        _print_json(rows)
+    return 0
+
+
+# -- app commands -----------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> remit.Client:
+    api_key = args.api_key or os.environ.get("REMIT_API_KEY")
+    if not api_key:
+        raise UsageError("an API key is needed: --api-key or REMIT_API_KEY")
+    return remit.Client(args.target, api_key=api_key)
+
+
+def _capabilities_arg(items: Sequence[str] | None) -> list[dict[str, Any]]:
+    caps: list[dict[str, Any]] = []
+    for text in items or ():
+        value = _json_arg(text, "--capability")
+        caps.extend(value if isinstance(value, list) else [value])
+    return caps
+
+
+def _cmd_grant(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.grant_command == "create":
+            grant = client.create_grant(
+                subject=args.subject,
+                agent=args.agent,
+                audience=args.audience,
+                capabilities=_capabilities_arg(args.capability),
+                purpose=args.purpose,
+                ttl=args.ttl,
+            )
+            _print_json(grant.__dict__)
+        elif args.grant_command == "get":
+            _print_json(client.get_grant(args.grant_id).__dict__)
+        else:
+            _print_json(
+                [
+                    g.__dict__
+                    for g in client.list_grants(
+                        subject=args.subject or "",
+                        agent=args.agent or "",
+                        include_inactive=args.all,
+                    )
+                ]
+            )
+    return 0
+
+
+def _cmd_mint(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        token = client.mint(
+            args.grant_id,
+            capabilities=_capabilities_arg(args.capability) or None,
+            ttl=args.ttl,
+            audience=args.audience,
+            cnf_jkt=args.cnf_jkt or "",
+        )
+    print(token)
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    if bool(args.jti) == bool(args.grant):
+        raise UsageError("give exactly one of --jti or --grant")
+    with _client(args) as client:
+        at = client.revoke(jti=args.jti, grant_id=args.grant, reason=args.reason)
+    _print_json({"revoked": args.jti or args.grant, "revoked_at": at})
+    return 0
+
+
+# -- verify / inspect -----------------------------------------------------------------
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    call_args = _json_arg(args.args, "--args")
+    if not isinstance(call_args, dict):
+        raise UsageError("--args must be a JSON object")
+    mode = args.revocation or ("strict" if args.redis else "off")
+    if mode == "strict" and not args.redis:
+        raise UsageError("--revocation strict needs --redis URL")
+    if mode == "off":
+        print("remit: revocation is NOT checked (--revocation off)", file=sys.stderr)
+    try:
+        verifier = remit.Verifier.from_jwks(
+            args.jwks,
+            issuer=args.issuer,
+            audience=args.audience,
+            revocation=mode,
+            redis=args.redis,
+            prefix=args.prefix,
+        )
+    except (remit.KeyLoadError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    with verifier:
+        try:
+            decision = verifier.check(_token_arg(args.token), action=args.action, args=call_args)
+        except remit.Denied as denied:
+            _print_json(
+                {
+                    "allowed": False,
+                    "code": denied.code.value,
+                    "message": denied.message,
+                    "revocation": mode,
+                }
+            )
+            return EXIT_DENIED
+    _print_json(
+        {
+            "allowed": True,
+            "code": None,
+            "message": "allowed",
+            "revocation": mode,
+            "decision": decision.__class__.__name__
+            and {
+                "token_id": decision.token_id,
+                "grant_id": decision.grant_id,
+                "subject": decision.subject,
+                "agent": decision.agent,
+                "capability": decision.capability,
+                "expires_at": decision.expires_at,
+            },
+        }
+    )
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    try:
+        header, claims = remit.peek_unverified(_token_arg(args.token))
+    except ValueError as exc:
+        print(f"remit: cannot decode token: {exc}", file=sys.stderr)
+        return 1
+    _print_json(
+        {
+            "verified": False,
+            "warning": "decoded WITHOUT verifying the signature or any claim; do not trust",
+            "header": header,
+            "claims": claims,
+        }
+    )
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(redis_url=args.redis or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+# -- parser ---------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"remit: error: {message}\n")
+
+
+def _app_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--target",
+        default=os.environ.get("REMIT_TARGET", DEFAULT_TARGET),
+        help="service host:port (env REMIT_TARGET)",
+    )
+    p.add_argument("--api-key", help="app API key (env REMIT_API_KEY)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="remit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"remit {remit.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("serve", help="run the service")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--dev", action="store_true", help="dev mode: open policy, local keys")
+    p.add_argument("--data-dir", help="dev mode data dir (default .remit-dev, env REMIT_DEV_DIR)")
+    p.add_argument("--grpc-port", type=int)
+    p.add_argument("--http-port", type=int)
+    p.add_argument("--redis", help="Redis URL (dev default: REDIS_URL or 127.0.0.1:6379)")
+    p.add_argument("--prefix", help="Redis key prefix (dev mode; default remit:)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("keys", help="manage issuer keys")
+    ksub = p.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    for name, text in (
+        ("generate", "create the first key"),
+        ("rotate", "add a new signing key"),
+        ("list", "list keys and their status"),
+    ):
+        kp = ksub.add_parser(name, help=text)
+        kp.add_argument("--dir", required=True, help="keys directory")
+        kp.add_argument("--max-token-ttl", type=int, default=3600)
+        kp.add_argument("--margin", type=int, default=60)
+    p.set_defaults(func=_cmd_keys)
+
+    p = sub.add_parser("grant", help="create, get or list grants")
+    gsub = p.add_subparsers(dest="grant_command", required=True, parser_class=_Parser)
+    gp = gsub.add_parser("create", help="record a user's consent")
+    _app_options(gp)
+    gp.add_argument("--subject", required=True)
+    gp.add_argument("--agent", required=True)
+    gp.add_argument("--audience", action="append", required=True)
+    gp.add_argument(
+        "--capability",
+        action="append",
+        required=True,
+        help='JSON: {"action": ..., "args": {...}} or a list of them',
+    )
+    gp.add_argument("--purpose", default="")
+    gp.add_argument("--ttl", type=int, default=0, help="grant lifetime in seconds")
+    gp = gsub.add_parser("get", help="show one grant")
+    _app_options(gp)
+    gp.add_argument("grant_id")
+    gp = gsub.add_parser("list", help="list grants")
+    _app_options(gp)
+    gp.add_argument("--subject")
+    gp.add_argument("--agent")
+    gp.add_argument("--all", action="store_true", help="include revoked and expired grants")
+    p.set_defaults(func=_cmd_grant)
+
+    p = sub.add_parser("mint", help="mint a token under a grant (prints the token)")
+    _app_options(p)
+    p.add_argument("grant_id")
+    p.add_argument("--capability", action="append", help="narrower capability JSON")
+    p.add_argument("--ttl", type=int, default=0)
+    p.add_argument("--audience", action="append")
+    p.add_argument("--cnf-jkt", help="bind to the agent key with this RFC 7638 thumbprint")
+    p.set_defaults(func=_cmd_mint)
+
+    p = sub.add_parser("revoke", help="revoke a token or a grant")
+    _app_options(p)
+    p.add_argument("--jti")
+    p.add_argument("--grant")
+    p.add_argument("--reason", default="")
+    p.set_defaults(func=_cmd_revoke)
+
+    p = sub.add_parser("verify", help="verify a token for one call; exit 0 allowed, 3 denied")
+    p.add_argument("token", help="the token, or - to read it from stdin")
+    p.add_argument("--jwks", required=True, help="JWKS file or URL")
+    p.add_argument("--issuer", required=True)
+    p.add_argument("--audience", required=True)
+    p.add_argument("--action", required=True)
+    p.add_argument("--args", default="{}", help="the call's arguments as a JSON object")
+    p.add_argument("--revocation", choices=("off", "strict"))
+    p.add_argument("--redis", help="Redis URL (for --revocation strict)")
+    p.add_argument("--prefix", default="remit:")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("inspect", help="decode a token WITHOUT verifying it")
+    p.add_argument("token", help="the token, or - to read it from stdin")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("demo", help="run the end-to-end demo")
+    p.add_argument("--redis", help="Redis URL (default: REDIS_URL or 127.0.0.1:6379)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except UsageError as exc:
+        print(f"remit: error: {exc}", file=sys.stderr)
+        return 2
+    except remit.ServiceError as exc:
+        field = f" (field: {exc.field})" if exc.field else ""
+        print(f"remit: {type(exc).__name__}: {exc.message}{field}", file=sys.stderr)
+        return 1
+    return code
