@@ -17,7 +17,7 @@ from nacl.signing import VerifyKey
 from ._encoding import b64url_decode, b64url_encode, canonical_json
 from ._errors import KeyLoadError
 
-__all__ = ["PublicKey", "KeySet", "jwk_thumbprint"]
+__all__ = ["KeySet", "PublicKey", "jwk_thumbprint"]
 
 _JWK_FIELDS = frozenset({"kty", "crv", "x", "kid", "alg", "use", "key_ops"})
 

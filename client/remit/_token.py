@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._constraints import Capability, ConstraintError, parse_capabilities
 from ._encoding import b64url_decode, strict_json_loads
@@ -53,8 +52,7 @@ def _malformed(message: str) -> Denied:
     return Denied(Code.MALFORMED, message)
 
 
-@dataclass(frozen=True, slots=True)
-class RawToken:
+class RawToken(NamedTuple):
     """A syntactically valid, not yet verified token."""
 
     header: str  # the header segment, as sent
@@ -126,9 +124,9 @@ def split_token(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Claims:
-    """The verified claims of a v1 token."""
+class Claims(NamedTuple):
+    """The verified claims of a v1 token. (NamedTuple: immutable and, unlike a frozen
+    dataclass, cheap to build on the cold path.)"""
 
     iss: str
     sub: str

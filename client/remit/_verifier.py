@@ -16,8 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ._constraints import (
     Capability,
@@ -40,9 +39,8 @@ __all__ = ["Decision", "Verifier"]
 RevocationMode = Literal["strict", "off"]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """An allowed call: who may do what under which grant and token."""
+class Decision(NamedTuple):
+    """An allowed call: who may do what under which grant and token (immutable)."""
 
     allowed: bool
     action: str
@@ -58,8 +56,7 @@ class Decision:
 _Scope = tuple[Mapping[str, tuple[CompiledCapability, ...]], tuple[CompiledCapability, ...]]
 
 
-@dataclass(frozen=True, slots=True)
-class _Verified:
+class _Verified(NamedTuple):
     claims: Claims
     exact: Mapping[str, tuple[CompiledCapability, ...]]
     wildcard: tuple[CompiledCapability, ...]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import time
@@ -19,7 +20,7 @@ from typing import Any
 from remit._constraints import Capability, ConstraintError, parse_capabilities
 from remit._narrowing import is_narrower
 from remit._redis_keys import RedisKeys
-from remit._token import MAX_TOKEN_BYTES
+from remit._token import MAX_TIME, MAX_TOKEN_BYTES
 
 from ._config import AppPolicy, Config
 from ._errors import AuthFailed, BadRequest, Inactive, Missing, PolicyDenied
@@ -37,6 +38,7 @@ _AUDIENCE = re.compile(r"[A-Za-z0-9_.:/-]{1,128}\Z")
 _ID = re.compile(r"[A-Za-z0-9_-]{8,64}\Z")
 _JKT = re.compile(r"[A-Za-z0-9_-]{43}\Z")
 MAX_PURPOSE = 1024
+_JWS_OVERHEAD = 200  # header segment, dots and signature, rounded up
 DEFAULT_GRANT_TTL = 3600
 MAX_PAGE = 1000
 
@@ -146,6 +148,7 @@ class Core:
             created_at=now,
             expires_at=now + ttl,
         )
+        self._check_mintable(grant, caps)
         self._store.create(grant, keep_until=grant.expires_at + self.config.revocation_margin)
         return grant
 
@@ -241,22 +244,7 @@ class Core:
         ttl = ttl or min(self.config.default_token_ttl, limit)
         exp = min(now + ttl, grant.expires_at)
         jti = _new_id("t_")
-        claims: dict[str, Any] = {
-            "iss": self.config.issuer,
-            "sub": grant.subject,
-            "aud": auds,
-            "act": {"sub": grant.agent},
-            "iat": now,
-            "nbf": now,
-            "exp": exp,
-            "jti": jti,
-            "gid": grant.id,
-            "anc": [],
-            "authorization_details": [c.to_json() for c in caps],
-            "purpose": grant.purpose,
-        }
-        if cnf_jkt:
-            claims["cnf"] = {"jkt": cnf_jkt}
+        claims = self._claims(grant, auds, caps, now=now, exp=exp, jti=jti, cnf_jkt=cnf_jkt)
         token = self._issuer.sign(claims)
         if len(token) > MAX_TOKEN_BYTES:
             raise BadRequest(
@@ -270,6 +258,55 @@ class Core:
             keep_until=exp + self.config.revocation_margin,
         )
         return MintResult(token=token, jti=jti, expires_at=exp)
+
+    def _claims(
+        self,
+        grant: GrantRecord,
+        audience: list[str],
+        caps: Sequence[Capability],
+        *,
+        now: int,
+        exp: int,
+        jti: str,
+        cnf_jkt: str = "",
+    ) -> dict[str, Any]:
+        """The v1 claims of a token under ``grant`` (token format: DESIGN.md)."""
+        claims: dict[str, Any] = {
+            "iss": self.config.issuer,
+            "sub": grant.subject,
+            "aud": audience,
+            "act": {"sub": grant.agent},
+            "iat": now,
+            "nbf": now,
+            "exp": exp,
+            "jti": jti,
+            "gid": grant.id,
+            "anc": [],
+            "authorization_details": [c.to_json() for c in caps],
+            "purpose": grant.purpose,
+        }
+        if cnf_jkt:
+            claims["cnf"] = {"jkt": cnf_jkt}
+        return claims
+
+    def _check_mintable(self, grant: GrantRecord, caps: Sequence[Capability]) -> None:
+        """Refuse at grant time a grant whose whole-grant token could never be minted."""
+        claims = self._claims(
+            grant,
+            grant.audience,
+            caps,
+            now=MAX_TIME,
+            exp=MAX_TIME,
+            jti="t_" + "x" * 22,
+            cnf_jkt="x" * 43,
+        )
+        size = len(json.dumps(claims, separators=(",", ":")).encode()) * 4 // 3 + _JWS_OVERHEAD
+        if size > MAX_TOKEN_BYTES:
+            raise BadRequest(
+                f"capabilities: a token for this grant would be about {size} bytes, over the "
+                f"{MAX_TOKEN_BYTES}-byte limit; split it into several grants",
+                field="capabilities",
+            )
 
     def _max_ttl(self, app: AppPolicy, caps: Sequence[Capability]) -> tuple[int, str]:
         limit, why = self.config.max_token_ttl, "service maximum"

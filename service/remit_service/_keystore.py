@@ -75,7 +75,10 @@ class KeyStore:
         tmp = self.directory / f".{public.kid}.json.tmp"
         tmp.write_bytes(meta)
         tmp.replace(self.directory / f"{public.kid}.json")  # the key is live from here
+        # Reload on the next read, even within the recheck interval: this instance must
+        # sign with the key it just made, not with the one cached before.
         self._stamp = None
+        self._checked = float("-inf")
         return IssuerKey(kid=public.kid, created_at=created, private=private, public=public)
 
     def ensure(self) -> IssuerKey:
