@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import agent
 from ._constraints import Capability, ConstraintError
+from ._context import Credentials, credentials, current_credentials
 from ._errors import (
     Code,
     Denied,
@@ -36,6 +38,7 @@ __all__ = [
     "Client",
     "Code",
     "ConstraintError",
+    "Credentials",
     "Decision",
     "Denied",
     "FailedPrecondition",
@@ -52,6 +55,9 @@ __all__ = [
     "Unavailable",
     "Verifier",
     "__version__",
+    "agent",
+    "credentials",
+    "current_credentials",
     "is_narrower",
     "jwk_thumbprint",
     "load_jwks",

@@ -52,9 +52,28 @@ class Code(StrEnum):
     ARGUMENT_DENIED = "argument_denied"  # an argument's value is outside its constraint
     UNEXPECTED_ARGUMENT = "unexpected_argument"  # an argument no constraint names
     UNSUPPORTED = "unsupported"  # token uses a feature this verifier cannot enforce
-    PROOF_REQUIRED = "proof_required"  # token is key-bound (cnf) and no valid proof came
+    TOKEN_REQUIRED = "token_required"  # the call carries no remit token at all
+    PROOF_REQUIRED = "proof_required"  # token is key-bound (cnf) and the call has no proof
+    BAD_PROOF = "bad_proof"  # proof malformed, wrong typ/key type, or its signature fails
+    PROOF_KEY_MISMATCH = "proof_key_mismatch"  # proof key is not the token's cnf.jkt
+    PROOF_MISMATCH = "proof_mismatch"  # proof is for another token/audience/action/args
+    PROOF_EXPIRED = "proof_expired"  # proof iat outside the window
+    REPLAYED = "replayed"  # proof jti already used
     REVOKED = "revoked"
     REVOCATION_UNAVAILABLE = "revocation_unavailable"
+
+
+# Which denials are about *who is calling* (the credential) rather than *what* is being
+# asked: transports map the first to 401 / UNAUTHENTICATED, the rest to 403 /
+# PERMISSION_DENIED, and an unknown revocation state to 503 / UNAVAILABLE.
+_CREDENTIAL_CODES = frozenset(
+    {
+        Code.MALFORMED, Code.BAD_SIGNATURE, Code.UNKNOWN_KEY, Code.EXPIRED,
+        Code.NOT_YET_VALID, Code.WRONG_AUDIENCE, Code.WRONG_ISSUER, Code.TOKEN_REQUIRED,
+        Code.PROOF_REQUIRED, Code.BAD_PROOF, Code.PROOF_KEY_MISMATCH, Code.PROOF_MISMATCH,
+        Code.PROOF_EXPIRED, Code.REPLAYED, Code.REVOKED,
+    }
+)
 
 
 class RemitError(Exception):
@@ -68,6 +87,22 @@ class Denied(RemitError):
         super().__init__(f"{code.value}: {message}")
         self.code: Code = code
         self.message: str = message
+
+    @property
+    def kind(self) -> str:
+        """``unauthenticated``, ``permission_denied`` or ``unavailable``: how a transport
+        should report this denial (HTTP 401 / 403 / 503, gRPC status of that name)."""
+        if self.code is Code.REVOCATION_UNAVAILABLE:
+            return "unavailable"
+        return "unauthenticated" if self.code in _CREDENTIAL_CODES else "permission_denied"
+
+    @property
+    def http_status(self) -> int:
+        return {"unauthenticated": 401, "permission_denied": 403, "unavailable": 503}[self.kind]
+
+    def to_json(self) -> dict[str, str]:
+        """The body transports send back: ``{"error": "denied", "code", "message"}``."""
+        return {"error": "denied", "code": self.code.value, "message": self.message}
 
     def __reduce__(self) -> tuple[type[Denied], tuple[Code, str]]:
         return (type(self), (self.code, self.message))

@@ -35,6 +35,10 @@ class RedisKeys:
         """jti -> gid of a minted token, so a token can be revoked by its id alone."""
         return f"{self.prefix}jti:{jti}"
 
+    def proof_used(self, gid: str, jti: str) -> str:
+        """Exists while a proof of possession with this jti could still be presented."""
+        return f"{self.prefix}pop:{{{gid}}}:{jti}"
+
     def app_grants(self, app: str) -> str:
         """Sorted set of an app's grant ids by creation time."""
         return f"{self.prefix}app:{app}:grants"

@@ -1,15 +1,20 @@
-"""Revocation checks for the verifier.
+"""Per-call state checks of the verifier: revocation and proof replay, in one round trip.
 
-``strict``: one Redis round trip per call, a single ``EXISTS`` over the grant's
-revocation key and the revocation keys of the token and each of its ancestors. Any
-Redis error fails closed with ``revocation_unavailable``.
-``off``: no revocation at all; for tests and for deployments that accept it,
-chosen explicitly, never by default.
+Revocation ``strict``: a single ``EXISTS`` over the grant's revocation key and the keys
+of the token and each ancestor. ``off``: none (tests, or by explicit choice).
+
+Replay of proofs of possession (single-use ``jti``): a local set always answers first;
+with ``replay="redis"`` the ``jti`` is also claimed with ``SET NX`` (expiring with the
+proof window) so a proof used at one backend is refused at every other. When both are
+needed they go out in one pipeline: one round trip per call.
+
+Every Redis error fails closed with ``revocation_unavailable``.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import threading
+from typing import Literal
 
 import redis
 
@@ -18,46 +23,91 @@ from ._redis import RedisLike
 from ._redis_keys import RedisKeys
 from ._token import Claims
 
-__all__ = ["NoRevocation", "RevocationCheck", "StrictRevocation"]
+__all__ = ["CallState", "ReplayMode", "RevocationMode"]
+
+RevocationMode = Literal["strict", "off"]
+ReplayMode = Literal["redis", "local"]
+MAX_LOCAL_PROOFS = 200_000
 
 
-class RevocationCheck(Protocol):
-    def check(self, claims: Claims) -> None:
-        """Return if the token is not revoked; raise ``Denied`` otherwise."""
-
-    def close(self) -> None: ...
-
-
-class NoRevocation:
-    """Accept every token as not revoked. Only by explicit choice (``revocation="off"``)."""
-
-    def check(self, claims: Claims) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
+def _unavailable(what: str, exc: BaseException) -> Denied:
+    return Denied(
+        Code.REVOCATION_UNAVAILABLE, f"{what} unknown (Redis: {type(exc).__name__}); failing closed"
+    )
 
 
-class StrictRevocation:
-    """One ``EXISTS`` per call; Redis errors deny with ``revocation_unavailable``."""
+class CallState:
+    """The stateful part of a decision. ``client`` may be None only when nothing
+    needs Redis (revocation off and local replay)."""
 
-    def __init__(self, client: RedisLike, keys: RedisKeys, *, owned: bool = False) -> None:
+    def __init__(
+        self,
+        client: RedisLike | None,
+        keys: RedisKeys,
+        *,
+        revocation: RevocationMode,
+        replay: ReplayMode,
+        owned: bool = False,
+    ) -> None:
+        if client is None and (revocation == "strict" or replay == "redis"):
+            raise ValueError("this revocation / replay mode needs redis=")
         self._client = client
         self._keys = keys
+        self._strict = revocation == "strict"
+        self._redis_replay = replay == "redis"
         self._owned = owned
+        self._seen: dict[str, float] = {}  # proof jti -> when it may be forgotten
+        self._lock = threading.Lock()
 
-    def check(self, claims: Claims) -> None:
-        names = self._keys.revocation_check(claims.gid, claims.jti, claims.anc)
-        try:
-            hits = self._client.exists(*names)
-        except (redis.RedisError, OSError) as exc:
-            raise Denied(
-                Code.REVOCATION_UNAVAILABLE,
-                f"revocation state unknown ({type(exc).__name__}); failing closed",
-            ) from None
-        if hits:
-            raise Denied(Code.REVOKED, f"token {claims.jti} or its grant {claims.gid} is revoked")
+    def settle(self, claims: Claims, proof_jti: str | None, proof_until: int, now: float) -> None:
+        """Raise ``Denied`` if the token is revoked or the proof was used before;
+        otherwise record the proof as used."""
+        if proof_jti is not None and proof_jti in self._seen:
+            raise Denied(Code.REPLAYED, "this proof was already used")
+        claim = proof_jti is not None and self._redis_replay
+        if self._strict or claim:
+            assert self._client is not None
+            try:
+                if self._strict and not claim:
+                    revoked = self._client.exists(
+                        *self._keys.revocation_check(claims.gid, claims.jti, claims.anc)
+                    )
+                    fresh = True
+                elif claim and not self._strict:
+                    revoked = 0
+                    fresh = self._claim(self._client, claims.gid, proof_jti, proof_until)
+                else:
+                    pipe = self._client.pipeline(transaction=False)
+                    pipe.exists(*self._keys.revocation_check(claims.gid, claims.jti, claims.anc))
+                    self._claim(pipe, claims.gid, proof_jti, proof_until)
+                    revoked, fresh = pipe.execute()
+            except (redis.RedisError, OSError) as exc:
+                raise _unavailable("revocation / replay state", exc) from None
+            if revoked:
+                raise Denied(
+                    Code.REVOKED, f"token {claims.jti} or its grant {claims.gid} is revoked"
+                )
+            if not fresh:
+                raise Denied(Code.REPLAYED, "this proof was already used")
+        if proof_jti is not None:
+            self._remember(proof_jti, proof_until, now)
+
+    def _claim(self, target: RedisLike, gid: str, jti: str | None, until: int) -> bool:
+        assert jti is not None
+        result: bool = target.set(self._keys.proof_used(gid, jti), b"1", nx=True, exat=until)
+        return result
+
+    def _remember(self, jti: str, until: float, now: float) -> None:
+        with self._lock:
+            if jti in self._seen:  # a concurrent call with the same proof got here first
+                raise Denied(Code.REPLAYED, "this proof was already used")
+            if len(self._seen) >= MAX_LOCAL_PROOFS:
+                self._seen = {j: t for j, t in self._seen.items() if t > now}
+                if len(self._seen) >= MAX_LOCAL_PROOFS:
+                    # Forgetting a live proof would allow its replay: refuse instead.
+                    raise Denied(Code.REVOCATION_UNAVAILABLE, "replay cache full; failing closed")
+            self._seen[jti] = until
 
     def close(self) -> None:
-        if self._owned:
+        if self._owned and self._client is not None:
             self._client.close()

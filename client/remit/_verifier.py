@@ -12,11 +12,13 @@ Every failure raises :class:`remit.Denied` with a stable code; nothing else esca
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 from ._constraints import (
     Capability,
@@ -26,17 +28,19 @@ from ._constraints import (
     explain_failure,
     valid_call_action,
 )
+from ._context import current_credentials
 from ._errors import Code, Denied
 from ._jwks import load_jwks
 from ._keys import KeySet, PublicKey
 from ._redis import RedisLike, connect
 from ._redis_keys import DEFAULT_PREFIX, RedisKeys
-from ._revocation import NoRevocation, RevocationCheck, StrictRevocation
+from ._proof import ProofClaims, ProofParser, args_hash, token_hash
+from ._revocation import CallState, ReplayMode, RevocationMode
 from ._token import MAX_TOKEN_BYTES, Claims, ScopeCache, parse_claims, split_token
 
 __all__ = ["Decision", "Verifier"]
 
-RevocationMode = Literal["strict", "off"]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Decision(NamedTuple):
@@ -58,6 +62,7 @@ _Scope = tuple[Mapping[str, tuple[CompiledCapability, ...]], tuple[CompiledCapab
 
 class _Verified(NamedTuple):
     claims: Claims
+    ath: str | None  # token hash, for key-bound tokens (proofs carry it)
     exact: Mapping[str, tuple[CompiledCapability, ...]]
     wildcard: tuple[CompiledCapability, ...]
 
@@ -85,6 +90,8 @@ class Verifier:
         clock: Callable[[], float] = time.time,
         max_token_bytes: int = MAX_TOKEN_BYTES,
         cache_size: int = 10_000,
+        replay: ReplayMode | None = None,
+        proof_window: int = 30,
     ) -> None:
         if isinstance(keys, KeySet):
             self._keys = keys
@@ -112,18 +119,29 @@ class Verifier:
         self._headers: dict[str, str] = {}
         self._scopes = ScopeCache()
         self._compiled: dict[int, tuple[tuple[Any, ...], _Scope]] = {}
-        self._revocation: RevocationCheck
-        if revocation == "strict":
-            if redis is None:
-                raise ValueError('revocation="strict" needs redis= (a URL or a client)')
-            self._revocation = StrictRevocation(
-                connect(redis), RedisKeys(prefix), owned=isinstance(redis, str)
-            )
-        elif revocation == "off":
-            self._revocation = NoRevocation()
-        else:
+        if revocation not in ("strict", "off"):
             raise ValueError(f"unknown revocation mode {revocation!r}; use 'strict' or 'off'")
+        if replay is None:
+            replay = "redis" if redis is not None else "local"
+        if replay not in ("redis", "local"):
+            raise ValueError(f"unknown replay mode {replay!r}; use 'redis' or 'local'")
+        if revocation == "strict" and redis is None:
+            raise ValueError('revocation="strict" needs redis= (a URL or a client)')
+        if replay == "redis" and redis is None:
+            raise ValueError('replay="redis" needs redis= (a URL or a client)')
+        if not 1 <= proof_window <= 300:
+            raise ValueError("proof_window must be between 1 and 300 seconds")
+        self._state = CallState(
+            connect(redis) if redis is not None else None,
+            RedisKeys(prefix),
+            revocation=revocation,
+            replay=replay,
+            owned=isinstance(redis, str),
+        )
+        self._proofs = ProofParser()
+        self._proof_window = proof_window
         self.revocation_mode: RevocationMode = revocation
+        self.replay_mode: ReplayMode = replay
 
     @classmethod
     def from_jwks(
@@ -162,12 +180,15 @@ class Verifier:
             raise Denied(Code.EXPIRED, f"token expired at {claims.exp}")
         if now + self._leeway < claims.nbf:
             raise Denied(Code.NOT_YET_VALID, f"token not valid before {claims.nbf}")
+        pop: ProofClaims | None = None
         if claims.cnf_jkt is not None:
-            # Key-bound tokens need a per-call proof of possession; until this
-            # verifier checks proofs, a bound token is never accepted (fail closed).
-            raise Denied(Code.PROOF_REQUIRED, "token is bound to an agent key (cnf)")
+            pop = self._check_proof(verified, proof, action, args, now)
         cap = self._authorize(verified, action, args)
-        self._revocation.check(claims)
+        if pop is None:
+            self._state.settle(claims, None, 0, now)
+        else:
+            until = pop.iat + self._proof_window + int(self._leeway) + 1
+            self._state.settle(claims, pop.jti, until, now)
         return Decision(
             allowed=True,
             action=action,
@@ -179,6 +200,38 @@ class Verifier:
             capability=cap.index,
             expires_at=claims.exp,
         )
+
+    def _check_proof(
+        self,
+        verified: _Verified,
+        proof: str | None,
+        action: str,
+        args: Mapping[str, Any] | None,
+        now: float,
+    ) -> ProofClaims:
+        """A key-bound token needs a proof by that key for exactly this call."""
+        if proof is None:
+            raise Denied(Code.PROOF_REQUIRED, "token is bound to an agent key; the call has no proof")
+        assert verified.claims.cnf_jkt is not None and verified.ath is not None
+        pop = self._proofs.parse(proof, verified.claims.cnf_jkt)
+        if pop.ath != verified.ath:
+            raise Denied(Code.PROOF_MISMATCH, "ath: the proof is for another token")
+        if pop.aud != self.audience:
+            raise Denied(Code.PROOF_MISMATCH, f"aud: the proof is for audience {pop.aud[:80]!r}")
+        if pop.action != action:
+            raise Denied(Code.PROOF_MISMATCH, f"action: the proof is for {pop.action[:80]!r}")
+        if pop.iat > now + self._leeway or pop.iat < now - self._proof_window - self._leeway:
+            raise Denied(
+                Code.PROOF_EXPIRED,
+                f"proof iat {pop.iat} is outside the {self._proof_window}s window",
+            )
+        try:
+            argh = args_hash(args)
+        except ValueError as exc:
+            raise Denied(Code.PROOF_MISMATCH, f"argh: {exc}") from None
+        if pop.argh != argh:
+            raise Denied(Code.PROOF_MISMATCH, "argh: the proof is for other arguments")
+        return pop
 
     def _authorize(
         self, verified: _Verified, action: str, args: Mapping[str, Any] | None
@@ -227,7 +280,8 @@ class Verifier:
         if claims.iat > now + self._leeway:
             raise Denied(Code.NOT_YET_VALID, f"token issued in the future ({claims.iat})")
         exact, wildcard = self._compile(claims.capabilities)
-        verified = _Verified(claims=claims, exact=exact, wildcard=wildcard)
+        ath = token_hash(token) if claims.cnf_jkt is not None else None
+        verified = _Verified(claims=claims, ath=ath, exact=exact, wildcard=wildcard)
         if now < claims.exp + self._leeway:
             self._remember(token, verified, now)
         return verified
@@ -267,15 +321,81 @@ class Verifier:
                 self._cache = live
             self._cache[token] = verified
 
+    # -- guarding plain functions ------------------------------------------------------
+
+    def guard(self, action: str) -> Callable[[F], F]:
+        """Decorate a tool function so every call is checked before it runs.
+
+        The call's arguments are bound from the function's signature (defaults
+        applied; ``**kwargs`` are flattened in; ``self``/``cls`` left out) and checked
+        as ``args``. Token and proof come from :func:`remit.credentials` (bound by a
+        transport adapter or by the caller). No credentials: ``token_required``.
+        Works for plain and ``async`` functions.
+        """
+        if not valid_call_action(action):
+            raise ValueError(f"invalid action name {action!r}")
+
+        def decorate(fn: F) -> F:
+            signature = inspect.signature(fn)
+
+            def authorize(a: tuple[Any, ...], kw: dict[str, Any]) -> None:
+                creds = current_credentials()
+                if creds is None:
+                    raise Denied(Code.TOKEN_REQUIRED, f"no remit token for {action!r}")
+                self.check(
+                    creds.token, action=action, args=_bound_args(signature, a, kw),
+                    proof=creds.proof,
+                )
+
+            if inspect.iscoroutinefunction(fn):
+
+                @functools.wraps(fn)
+                async def async_wrapper(*a: Any, **kw: Any) -> Any:
+                    authorize(a, kw)
+                    return await fn(*a, **kw)
+
+                return cast(F, async_wrapper)
+
+            @functools.wraps(fn)
+            def wrapper(*a: Any, **kw: Any) -> Any:
+                authorize(a, kw)
+                return fn(*a, **kw)
+
+            return cast(F, wrapper)
+
+        return decorate
+
     def close(self) -> None:
         """Release the Redis connection if this verifier created it."""
-        self._revocation.close()
+        self._state.close()
 
     def __enter__(self) -> Verifier:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _bound_args(
+    signature: inspect.Signature, a: tuple[Any, ...], kw: dict[str, Any]
+) -> dict[str, Any]:
+    try:
+        bound = signature.bind(*a, **kw)
+    except TypeError as exc:
+        raise Denied(Code.INVALID_REQUEST, f"call does not match the tool: {exc}") from None
+    bound.apply_defaults()
+    out: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = signature.parameters[name].kind
+        if name in ("self", "cls") and kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            continue
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            out[name] = list(value)
+        else:
+            out[name] = value
+    return out
 
 
 def _check_args(cap: CompiledCapability, args: dict[Any, Any]) -> Denied | None:
