@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from typing import Any
 
 __all__ = ["b64url_decode", "b64url_encode", "canonical_json", "strict_json_loads"]
@@ -54,26 +55,50 @@ def b64url_decode(segment: str) -> bytes:
     return raw
 
 
+class _Rejected(ValueError):
+    """Raised by the decoder hooks: a reason of ours, passed through as is."""
+
+
+# A real \u escape has an even run of backslashes before it (``\\ud800`` is a literal
+# backslash followed by the text "ud800").
+_SURROGATE_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u([dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    """True if a ``\\uD800``-``\\uDFFF`` escape is not half of a proper pair."""
+    escapes = [(m.end() - 6, int(m.group(1), 16)) for m in _SURROGATE_ESCAPE.finditer(text)]
+    i = 0
+    while i < len(escapes):
+        pos, unit = escapes[i]
+        if 0xD800 <= unit <= 0xDBFF and i + 1 < len(escapes):
+            next_pos, next_unit = escapes[i + 1]
+            if next_pos == pos + 6 and 0xDC00 <= next_unit <= 0xDFFF:
+                i += 2
+                continue
+        return True
+    return False
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise ValueError(f"duplicate key {key!r}")
+                raise _Rejected(f"duplicate key {key!r}")
             seen.add(key)
     return obj
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"non-finite number {name}")
+    raise _Rejected(f"non-finite number {name}")
 
 
 def _finite_float(text: str) -> float:
     """A literal too large for a double (``1e999``) would otherwise become ``inf``."""
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"non-finite number {text[:40]}")
+        raise _Rejected(f"non-finite number {text[:40]}")
     return value
 
 
@@ -95,13 +120,24 @@ def strict_json_loads(data: bytes | str) -> Any:
     try:
         if isinstance(data, bytes | bytearray):
             data = bytes(data).decode("utf-8")  # strict: no surrogates; a BOM fails below
-        return _DECODER.decode(data)
+        value = _DECODER.decode(data)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
     except UnicodeDecodeError as exc:
         raise ValueError("JSON is not UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON: {exc.msg}") from exc
+    except _Rejected as exc:
+        raise ValueError(str(exc)) from None
+    except ValueError as exc:
+        # int() refusing a literal of thousands of digits (CPython's int_max_str_digits)
+        raise ValueError("invalid JSON: number literal too long") from exc
+    if "\\u" in data and _has_lone_surrogate(data):
+        # A "\ud800" escape decodes to a lone surrogate: not Unicode text. Other
+        # languages' parsers replace it or fail, so accepting it would let two
+        # verifiers read one token differently.
+        raise ValueError("invalid JSON: lone surrogate escape")
+    return value
 
 
 def canonical_json(value: Any) -> bytes:

@@ -5,7 +5,10 @@ of the token and each ancestor. ``off``: none (tests, or by explicit choice).
 
 Replay of proofs of possession (single-use ``jti``): a local set always answers first;
 with ``replay="redis"`` the ``jti`` is also claimed with ``SET NX`` (expiring with the
-proof window) so a proof used at one backend is refused at every other. When both are
+proof window) so a proof used at one backend is refused at every other. The expiry is
+relative (``PX``, from the verifier's own clock): an absolute ``EXAT`` would be read
+against Redis's wall clock, and a Redis clock ahead of the verifier's would drop the
+claim early, or at once, letting the proof be replayed at another backend. When both are
 needed they go out in one pipeline: one round trip per call.
 
 Every Redis error fails closed with ``revocation_unavailable``.
@@ -13,6 +16,7 @@ Every Redis error fails closed with ``revocation_unavailable``.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Literal
 
@@ -75,11 +79,11 @@ class CallState:
                     fresh = True
                 elif claim and not self._strict:
                     revoked = 0
-                    fresh = self._claim(self._client, claims.gid, proof_jti, proof_until)
+                    fresh = self._claim(self._client, claims.gid, proof_jti, proof_until, now)
                 else:
                     pipe = self._client.pipeline(transaction=False)
                     pipe.exists(*self._keys.revocation_check(claims.gid, claims.jti, claims.anc))
-                    self._claim(pipe, claims.gid, proof_jti, proof_until)
+                    self._claim(pipe, claims.gid, proof_jti, proof_until, now)
                     revoked, fresh = pipe.execute()
             except (redis.RedisError, OSError) as exc:
                 raise _unavailable("revocation / replay state", exc) from None
@@ -92,9 +96,12 @@ class CallState:
         if proof_jti is not None:
             self._remember(proof_jti, proof_until, now)
 
-    def _claim(self, target: RedisLike, gid: str, jti: str | None, until: int) -> bool:
+    def _claim(
+        self, target: RedisLike, gid: str, jti: str | None, until: int, now: float
+    ) -> bool:
         assert jti is not None
-        result: bool = target.set(self._keys.proof_used(gid, jti), b"1", nx=True, exat=until)
+        ttl_ms = max(1000, math.ceil((until - now) * 1000))
+        result: bool = target.set(self._keys.proof_used(gid, jti), b"1", nx=True, px=ttl_ms)
         return result
 
     def _remember(self, jti: str, until: float, now: float) -> None:

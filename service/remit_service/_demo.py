@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 import remit
+from remit.agent import PROOF_HEADER, AgentKey, http_headers
 
 __all__ = ["run_demo"]
 
@@ -42,8 +43,8 @@ Route = tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]  # (action, handl
 
 class ToolBackend:
     """A toy HTTP tool API. Every POST is checked by remit before the handler runs:
-    the token comes in ``Authorization: Remit <token>``, the action is the route's,
-    the arguments are the JSON body."""
+    the token comes in ``Authorization: Remit <token>`` and the per-call proof in
+    ``Remit-Proof``; the action is the route's, the arguments are the JSON body."""
 
     def __init__(self, name: str, verifier: remit.Verifier, routes: dict[str, Route]) -> None:
         self.name = name
@@ -63,18 +64,14 @@ class ToolBackend:
                 except json.JSONDecodeError:
                     return self._reply(400, {"error": "body is not JSON"})
                 scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
-                if scheme != "Remit" or not token:
-                    return self._reply(
-                        401, {"error": "denied", "code": "malformed", "message": "no remit token"}
-                    )
                 try:
-                    verifier.check(token, action=action, args=body)
-                except remit.Denied as denied:
-                    status = 403 if denied.code not in ("malformed", "bad_signature") else 401
-                    return self._reply(
-                        status,
-                        {"error": "denied", "code": denied.code.value, "message": denied.message},
+                    if scheme != "Remit" or not token:
+                        raise remit.Denied(remit.Code.TOKEN_REQUIRED, "no remit token")
+                    verifier.check(
+                        token, action=action, args=body, proof=self.headers.get(PROOF_HEADER)
                     )
+                except remit.Denied as denied:
+                    return self._reply(denied.http_status, denied.to_json())
                 backend.calls.append((action, body))
                 return self._reply(200, handler(body))
 
@@ -154,24 +151,61 @@ class Step:
 
 class Agent:
     """No model: a script that does what an instruction-following agent would do,
-    including what an injected instruction tells it to. It carries its token on
-    every call."""
+    including what an injected instruction tells it to. It holds its own key, carries
+    its token on every call and signs a fresh proof for each one."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, key: AgentKey, token: str) -> None:
+        self.key = key
         self.token = token
+        self.last_headers: dict[str, str] = {}
 
-    def call(self, url: str, args: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        request = urllib.request.Request(  # noqa: S310 (loopback http only)
-            url,
-            data=json.dumps(args).encode(),
-            method="POST",
-            headers={"Authorization": f"Remit {self.token}", "Content-Type": "application/json"},
+    def call(
+        self, backend: ToolBackend, path: str, action: str, args: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        self.last_headers = http_headers(
+            self.key, self.token, audience=backend.name, action=action, args=args
         )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 (loopback)
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"{}")
+        return post(backend.url + path, args, self.last_headers)
+
+
+def post(url: str, args: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(  # noqa: S310 (loopback http only)
+        url,
+        data=json.dumps(args).encode(),
+        method="POST",
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 (loopback)
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+_THIEF = """
+import json, sys, urllib.error, urllib.request
+url, token, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+req = urllib.request.Request(url, data=json.dumps(args).encode(), method="POST",
+    headers={"Authorization": "Remit " + token, "Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        print(json.dumps({"status": resp.status, "body": json.loads(resp.read())}))
+except urllib.error.HTTPError as err:
+    print(json.dumps({"status": err.code, "body": json.loads(err.read() or b"{}")}))
+"""
+
+
+def _steal_and_call(url: str, token: str, args: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Another process that has a copy of the token, but not the agent's key."""
+    out = subprocess.run(  # noqa: S603 (our own interpreter, fixed script)
+        [sys.executable, "-c", _THIEF, url, token, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    return int(result["status"]), dict(result["body"])
 
 
 # -- orchestration ---------------------------------------------------------------------------
@@ -286,13 +320,14 @@ def run_demo(*, redis_url: str) -> int:
             )
             _say(f"   grant {grant.id}: payments.transfer (amount <= 950 EUR, to {LANDLORD_IBAN}")
             _say(f"   only), email.send (to {LANDLORD_EMAIL} only)")
-            token = app.mint(grant.id, ttl=300)
-            _say(f"   token minted for the agent: {len(token)} bytes, valid 300 s")
+            key = AgentKey.generate()
+            token = app.mint(grant.id, ttl=300, cnf_jkt=key.thumbprint)
+            _say(f"   token minted for the agent: {len(token)} bytes, valid 300 s, bound to the")
+            _say(f"   agent's own key {key.thumbprint[:12]}... (each call needs a fresh proof)")
             _say()
-            agent = Agent(token)
+            agent = Agent(key, token)
 
-            def attempt(title: str, expect: str, url: str, args: dict[str, Any]) -> dict[str, Any]:
-                status, body = agent.call(url, args)
+            def record(title: str, expect: str, status: int, body: dict[str, Any]) -> None:
                 got = "allowed" if status == 200 else str(body.get("code", status))
                 step = Step(title, expect, got)
                 steps.append(step)
@@ -300,21 +335,34 @@ def run_demo(*, redis_url: str) -> int:
                 verdict = (
                     "ALLOWED" if got == "allowed" else f"DENIED ({got}: {body.get('message')})"
                 )
-                _say(f"   [{mark}] agent -> {title}")
+                _say(f"   [{mark}] {title}")
                 _say(f"          {verdict}")
+
+            tools = {  # action -> (backend, path)
+                "payments.transfer": (payments, "/transfer"),
+                "payments.add_payee": (payments, "/payees"),
+                "email.send": (email, "/send"),
+            }
+
+            def attempt(
+                title: str, expect: str, action: str, args: dict[str, Any]
+            ) -> dict[str, Any]:
+                backend, path = tools[action]
+                status, body = agent.call(backend, path, action, args)
+                record(f"agent -> {title}", expect, status, body)
                 return body
 
             _say("2. The agent does its task:")
             attempt(
                 "payments.transfer 950 EUR to the landlord",
                 "allowed",
-                payments.url + "/transfer",
+                "payments.transfer",
                 {"amount": 950, "currency": "EUR", "to": LANDLORD_IBAN},
             )
             reply = attempt(
                 "email.send confirmation to the landlord",
                 "allowed",
-                email.url + "/send",
+                "email.send",
                 {
                     "to": LANDLORD_EMAIL,
                     "subject": "March rent",
@@ -328,29 +376,62 @@ def run_demo(*, redis_url: str) -> int:
             attempt(
                 f"payments.transfer 2000 EUR to {ATTACKER_IBAN}",
                 "argument_denied",
-                payments.url + "/transfer",
+                "payments.transfer",
                 {"amount": 2000, "currency": "EUR", "to": ATTACKER_IBAN},
             )
             attempt(
                 "payments.add_payee (never granted)",
                 "action_not_granted",
-                payments.url + "/payees",
+                "payments.add_payee",
                 {"iban": ATTACKER_IBAN, "name": "deposit"},
             )
             attempt(
                 "split it: payments.transfer 900 EUR to the attacker",
                 "argument_denied",
-                payments.url + "/transfer",
+                "payments.transfer",
                 {"amount": 900, "currency": "EUR", "to": ATTACKER_IBAN},
             )
             _say()
-            _say("4. Alice sees the attempts in the app and revokes the grant:")
+            _say("4. The token leaks (a log line, a trace, the model's context). A thief uses it")
+            _say("   from another process, without the agent's key:")
+            rent = {"amount": 950, "currency": "EUR", "to": LANDLORD_IBAN}
+            status, body = _steal_and_call(payments.url + "/transfer", token, rent)
+            record(
+                "thief -> payments.transfer 950 EUR with the stolen token",
+                "proof_required",
+                status,
+                body,
+            )
+            _say("   The thief captures one whole request of the agent (token and proof) and")
+            _say("   sends it again:")
+            attempt(
+                "email.send a thank-you (the call the thief captures)",
+                "allowed",
+                "email.send",
+                {"to": LANDLORD_EMAIL, "subject": "Re: rent", "body": "Thanks!"},
+            )
+            captured = dict(agent.last_headers)
+            status, body = post(
+                email.url + "/send",
+                {"to": LANDLORD_EMAIL, "subject": "Re: rent", "body": "Thanks!"},
+                captured,
+            )
+            record("thief -> the captured email.send request, replayed", "replayed", status, body)
+            status, body = post(payments.url + "/transfer", rent, captured)
+            record(
+                "thief -> the captured proof, sent to the payments backend",
+                "proof_mismatch",
+                status,
+                body,
+            )
+            _say()
+            _say("5. Alice sees the attempts in the app and revokes the grant:")
             app.revoke(grant_id=grant.id, reason="user revoked after injection attempt")
             _say(f"   grant {grant.id} revoked")
             attempt(
-                "email.send to the landlord again (same token)",
+                "email.send to the landlord again (same token, fresh proof)",
                 "revoked",
-                email.url + "/send",
+                "email.send",
                 {"to": LANDLORD_EMAIL, "subject": "Hi", "body": "..."},
             )
             app.close()

@@ -263,7 +263,8 @@ def test_demo_runs_and_every_step_behaves(redis_url: str) -> None:
     out = remit_cli("demo", "--redis", redis_url, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
-    assert "7/7 steps behaved as expected" in text
-    for code in ("argument_denied", "action_not_granted", "revoked"):
+    assert "11/11 steps behaved as expected" in text
+    for code in ("argument_denied", "action_not_granted", "revoked", "proof_required",
+                 "replayed", "proof_mismatch"):
         assert f"DENIED ({code}" in text
     assert "UNEXPECTED" not in text

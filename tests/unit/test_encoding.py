@@ -229,3 +229,28 @@ def test_canonical_json_round_trips_through_strict_loads(value: object) -> None:
     encoded = canonical_json(value)
     assert strict_json_loads(encoded) == value
     assert canonical_json(strict_json_loads(encoded)) == encoded
+
+
+@pytest.mark.parametrize(
+    "text",
+    [r'{"a":"\ud800"}', r'{"a":"\udc00"}', r'{"a":"\udc00\ud800"}', r'{"a":"\ud83d\\ude00"}',
+     r'{"\ud800":1}', r'{"a":"\\\ud800"}'],
+)
+def test_lone_surrogate_escapes_are_rejected(text: str) -> None:
+    with pytest.raises(ValueError, match="lone surrogate"):
+        strict_json_loads(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(r'{"a":"\ud83d\ude00"}', {"a": "\U0001f600"}), (r'{"a":"\\ud800"}', {"a": "\\ud800"}),
+     (r'{"a":"\u00e9"}', {"a": "\u00e9"})],
+)
+def test_surrogate_pairs_and_escaped_backslashes_are_fine(text: str, expected: object) -> None:
+    assert strict_json_loads(text) == expected
+
+
+def test_huge_integer_literal_is_a_clean_error() -> None:
+    with pytest.raises(ValueError, match="number literal too long") as exc:
+        strict_json_loads('{"a":' + "9" * 5000 + "}")
+    assert "set_int_max_str_digits" not in str(exc.value)
