@@ -52,7 +52,7 @@ class Code(StrEnum):
     ARGUMENT_DENIED = "argument_denied"  # an argument's value is outside its constraint
     UNEXPECTED_ARGUMENT = "unexpected_argument"  # an argument no constraint names
     UNSUPPORTED = "unsupported"  # token uses a feature this verifier cannot enforce
-    TOKEN_REQUIRED = "token_required"  # the call carries no remit token at all
+    TOKEN_REQUIRED = "token_required"  # noqa: S105 (the call carries no remit token)
     PROOF_REQUIRED = "proof_required"  # token is key-bound (cnf) and the call has no proof
     BAD_PROOF = "bad_proof"  # proof malformed, wrong typ/key type, or its signature fails
     PROOF_KEY_MISMATCH = "proof_key_mismatch"  # proof key is not the token's cnf.jkt
@@ -68,10 +68,21 @@ class Code(StrEnum):
 # PERMISSION_DENIED, and an unknown revocation state to 503 / UNAVAILABLE.
 _CREDENTIAL_CODES = frozenset(
     {
-        Code.MALFORMED, Code.BAD_SIGNATURE, Code.UNKNOWN_KEY, Code.EXPIRED,
-        Code.NOT_YET_VALID, Code.WRONG_AUDIENCE, Code.WRONG_ISSUER, Code.TOKEN_REQUIRED,
-        Code.PROOF_REQUIRED, Code.BAD_PROOF, Code.PROOF_KEY_MISMATCH, Code.PROOF_MISMATCH,
-        Code.PROOF_EXPIRED, Code.REPLAYED, Code.REVOKED,
+        Code.MALFORMED,
+        Code.BAD_SIGNATURE,
+        Code.UNKNOWN_KEY,
+        Code.EXPIRED,
+        Code.NOT_YET_VALID,
+        Code.WRONG_AUDIENCE,
+        Code.WRONG_ISSUER,
+        Code.TOKEN_REQUIRED,
+        Code.PROOF_REQUIRED,
+        Code.BAD_PROOF,
+        Code.PROOF_KEY_MISMATCH,
+        Code.PROOF_MISMATCH,
+        Code.PROOF_EXPIRED,
+        Code.REPLAYED,
+        Code.REVOKED,
     }
 )
 

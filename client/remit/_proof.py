@@ -3,7 +3,8 @@
 A key-bound token (``cnf.jkt``) is worthless without the agent's private key: every
 call carries a fresh proof whose claims pin *this* call::
 
-    header  {"alg": "EdDSA", "typ": "remit-pop+jwt", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": …}}
+    header  {"alg": "EdDSA", "typ": "remit-pop+jwt",
+             "jwk": {"kty": "OKP", "crv": "Ed25519", "x": …}}
     claims  {"jti": fresh random id, "iat": now,
              "ath": b64url(SHA-256(token)), "aud": the tool backend,
              "action": the action, "argh": b64url(SHA-256(RFC 8785 JSON of the arguments))}
@@ -60,7 +61,7 @@ def args_hash(args: Mapping[str, Any] | None) -> str:
     """
     try:
         canonical = rfc8785.dumps(dict(args) if args is not None else {})
-    except Exception as exc:  # rfc8785 raises several unrelated types  # noqa: BLE001
+    except Exception as exc:  # rfc8785 raises several unrelated types
         raise ValueError(f"arguments cannot be canonicalized: {type(exc).__name__}") from None
     return b64url_encode(hashlib.sha256(canonical).digest())
 
@@ -116,7 +117,7 @@ class ProofParser:
             raise _bad("proof jwk must be an Ed25519 (OKP) key")
         try:
             key = PublicKey(b64url_decode(jwk["x"]))
-        except (ValueError, Exception) as exc:  # KeyLoadError or base64  # noqa: BLE001
+        except (ValueError, Exception) as exc:  # KeyLoadError or base64
             raise _bad(f"proof jwk x: {exc}") from None
         if len(self._headers) >= self._max_headers:
             self._headers.clear()
@@ -137,13 +138,17 @@ class ProofParser:
         h64, p64, s64 = parts
         key = self._key(h64)
         if key.kid != expected_jkt:
-            raise Denied(Code.PROOF_KEY_MISMATCH, "proof is signed by a key the token is not bound to")
+            raise Denied(
+                Code.PROOF_KEY_MISMATCH, "proof is signed by a key the token is not bound to"
+            )
         try:
             signature = b64url_decode(s64)
             payload = b64url_decode(p64)
         except ValueError as exc:
             raise _bad(f"proof segment: {exc}") from None
-        if len(signature) != 64 or not key.verify(proof[: len(h64) + len(p64) + 1].encode(), signature):
+        if len(signature) != 64 or not key.verify(
+            proof[: len(h64) + len(p64) + 1].encode(), signature
+        ):
             raise _bad("proof signature does not verify")
         try:
             claims = strict_json_loads(payload)
@@ -163,6 +168,11 @@ class ProofParser:
             if type(claims[name]) is not str or not 0 < len(claims[name]) <= 256:
                 raise _bad(f"proof {name} must be a non-empty string")
         return ProofClaims(
-            jti=jti, iat=iat, ath=claims["ath"], aud=claims["aud"], action=claims["action"],
-            argh=claims["argh"], jkt=key.kid,
+            jti=jti,
+            iat=iat,
+            ath=claims["ath"],
+            aud=claims["aud"],
+            action=claims["action"],
+            argh=claims["argh"],
+            jkt=key.kid,
         )

@@ -96,9 +96,7 @@ class CallState:
         if proof_jti is not None:
             self._remember(proof_jti, proof_until, now)
 
-    def _claim(
-        self, target: RedisLike, gid: str, jti: str | None, until: int, now: float
-    ) -> bool:
+    def _claim(self, target: RedisLike, gid: str, jti: str | None, until: int, now: float) -> bool:
         assert jti is not None
         ttl_ms = max(1000, math.ceil((until - now) * 1000))
         result: bool = target.set(self._keys.proof_used(gid, jti), b"1", nx=True, px=ttl_ms)

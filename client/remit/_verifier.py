@@ -32,9 +32,9 @@ from ._context import current_credentials
 from ._errors import Code, Denied
 from ._jwks import load_jwks
 from ._keys import KeySet, PublicKey
+from ._proof import ProofClaims, ProofParser, args_hash, token_hash
 from ._redis import RedisLike, connect
 from ._redis_keys import DEFAULT_PREFIX, RedisKeys
-from ._proof import ProofClaims, ProofParser, args_hash, token_hash
 from ._revocation import CallState, ReplayMode, RevocationMode
 from ._token import MAX_TOKEN_BYTES, Claims, ScopeCache, parse_claims, split_token
 
@@ -74,6 +74,12 @@ class Verifier:
     chosen: ``"strict"`` (needs ``redis``) or ``"off"``. ``leeway`` (seconds) absorbs
     clock skew on ``exp``/``nbf``/``iat``. ``max_ttl`` rejects tokens whose lifetime
     (``exp - iat``) exceeds the policy maximum, whoever signed them.
+
+    Key-bound tokens (``cnf``) need a per-call proof (``check(..., proof=)``): its
+    ``iat`` must be within ``proof_window`` seconds, and its ``jti`` is single use:
+    ``replay="redis"`` (the default when ``redis`` is given) claims it in Redis so a
+    proof is refused at every backend after its first use; ``"local"`` only within
+    this process.
     """
 
     def __init__(
@@ -211,7 +217,9 @@ class Verifier:
     ) -> ProofClaims:
         """A key-bound token needs a proof by that key for exactly this call."""
         if proof is None:
-            raise Denied(Code.PROOF_REQUIRED, "token is bound to an agent key; the call has no proof")
+            raise Denied(
+                Code.PROOF_REQUIRED, "token is bound to an agent key; the call has no proof"
+            )
         assert verified.claims.cnf_jkt is not None and verified.ath is not None
         pop = self._proofs.parse(proof, verified.claims.cnf_jkt)
         if pop.ath != verified.ath:
@@ -240,8 +248,9 @@ class Verifier:
         if candidates is None:
             if not valid_call_action(action):
                 raise Denied(Code.INVALID_REQUEST, f"invalid action name {str(action)[:80]!r}")
-            candidates = tuple(c for c in verified.wildcard
-                               if action_matches(c.capability.action, action))
+            candidates = tuple(
+                c for c in verified.wildcard if action_matches(c.capability.action, action)
+            )
             if not candidates:
                 raise Denied(Code.ACTION_NOT_GRANTED, f"action {action!r} is not granted")
         if args is None:
@@ -343,7 +352,9 @@ class Verifier:
                 if creds is None:
                     raise Denied(Code.TOKEN_REQUIRED, f"no remit token for {action!r}")
                 self.check(
-                    creds.token, action=action, args=_bound_args(signature, a, kw),
+                    creds.token,
+                    action=action,
+                    args=_bound_args(signature, a, kw),
                     proof=creds.proof,
                 )
 

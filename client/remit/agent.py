@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 PROOF_HEADER = "Remit-Proof"
-MCP_TOKEN_KEY = "remit/token"
+MCP_TOKEN_KEY = "remit/token"  # noqa: S105 (a _meta key name, not a secret)
 MCP_PROOF_KEY = "remit/proof"
 
 

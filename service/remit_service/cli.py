@@ -1,4 +1,4 @@
-"""The ``remit`` command line: serve, keys, grant, mint, revoke, verify, inspect, demo.
+"""The ``remit`` command line: serve, keys, agent, grant, mint, revoke, verify, inspect, demo.
 
 Exit codes: 0 success (``verify``: allowed), 1 failure, 2 usage error,
 3 ``verify`` denied.
@@ -150,6 +150,25 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from remit.agent import AgentKey
+
+    if args.agent_command == "keygen":
+        key = AgentKey.generate()
+        try:
+            key.save(args.out)
+        except FileExistsError:
+            raise UsageError(f"{args.out} exists; refusing to overwrite a key") from None
+        _print_json({"path": args.out, "thumbprint": key.thumbprint})
+    else:
+        try:
+            key = AgentKey.load(args.key)
+        except remit.KeyLoadError as exc:
+            raise UsageError(str(exc)) from None
+        _print_json({"thumbprint": key.thumbprint, "jwk": key.public_jwk})
+    return 0
+
+
 # -- app commands -----------------------------------------------------------------------
 
 
@@ -243,7 +262,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     with verifier:
         try:
-            decision = verifier.check(_token_arg(args.token), action=args.action, args=call_args)
+            decision = verifier.check(
+                _token_arg(args.token), action=args.action, args=call_args, proof=args.proof
+            )
         except remit.Denied as denied:
             _print_json(
                 {
@@ -343,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
         kp.add_argument("--margin", type=int, default=60)
     p.set_defaults(func=_cmd_keys)
 
+    p = sub.add_parser("agent", help="agent keys (tokens are bound to them)")
+    asub = p.add_subparsers(dest="agent_command", required=True, parser_class=_Parser)
+    ap = asub.add_parser("keygen", help="create an agent key file (0600); prints its thumbprint")
+    ap.add_argument("--out", required=True, help="path of the new key file")
+    ap = asub.add_parser("show", help="print an agent key's thumbprint and public JWK")
+    ap.add_argument("key", help="agent key file")
+    p.set_defaults(func=_cmd_agent)
+
     p = sub.add_parser("grant", help="create, get or list grants")
     gsub = p.add_subparsers(dest="grant_command", required=True, parser_class=_Parser)
     gp = gsub.add_parser("create", help="record a user's consent")
@@ -391,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audience", required=True)
     p.add_argument("--action", required=True)
     p.add_argument("--args", default="{}", help="the call's arguments as a JSON object")
+    p.add_argument("--proof", help="the call's proof of possession (key-bound tokens)")
     p.add_argument("--revocation", choices=("off", "strict"))
     p.add_argument("--redis", help="Redis URL (for --revocation strict)")
     p.add_argument("--prefix", default="remit:")

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,3 +269,34 @@ def test_demo_runs_and_every_step_behaves(redis_url: str) -> None:
                  "replayed", "proof_mismatch"):
         assert f"DENIED ({code}" in text
     assert "UNEXPECTED" not in text
+
+
+def test_agent_keygen_show_and_verify_with_proof(tmp_path: Path) -> None:
+    from remit.agent import AgentKey, proof
+
+    from tests.tokens import IssuerKey, claims, sign
+
+    path = tmp_path / "agent.json"
+    out = remit_cli("agent", "keygen", "--out", str(path))
+    assert out.returncode == 0, out.stderr
+    thumbprint = json.loads(out.stdout)["thumbprint"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert remit_cli("agent", "keygen", "--out", str(path)).returncode == 2  # no overwrite
+    shown = json.loads(remit_cli("agent", "show", str(path)).stdout)
+    assert shown["thumbprint"] == thumbprint and "d" not in shown["jwk"]
+
+    issuer = IssuerKey()
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(issuer.jwks()))
+    now = int(time.time())  # the CLI verifies against the real clock
+    token = sign(claims(cnf={"jkt": thumbprint}, iat=now, nbf=now, exp=now + 300), issuer)
+    args = {"amount": 5, "to": "DE89"}
+    base = ["verify", token, "--jwks", str(jwks), "--issuer", "https://issuer.test",
+            "--audience", "payments", "--action", "payments.transfer", "--args", json.dumps(args),
+            "--revocation", "off"]
+    out = remit_cli(*base)
+    assert out.returncode == 3 and json.loads(out.stdout)["code"] == "proof_required"
+    pop = proof(AgentKey.load(path), token, audience="payments", action="payments.transfer",
+                args=args)
+    out = remit_cli(*base, "--proof", pop)
+    assert out.returncode == 0, out.stdout
