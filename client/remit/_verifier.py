@@ -172,6 +172,17 @@ class Verifier:
         proof: str | None = None,
     ) -> Decision:
         """Allow the call or raise :class:`Denied`. ``args`` are the call's JSON arguments."""
+        return self._check(token, action, args, proof, possession_proven=False)
+
+    def _check(
+        self,
+        token: str,
+        action: str,
+        args: Mapping[str, Any] | None,
+        proof: str | None,
+        *,
+        possession_proven: bool,
+    ) -> Decision:
         if type(token) is not str:
             raise Denied(Code.MALFORMED, "token must be a string")
         if type(action) is not str:
@@ -187,7 +198,7 @@ class Verifier:
         if now + self._leeway < claims.nbf:
             raise Denied(Code.NOT_YET_VALID, f"token not valid before {claims.nbf}")
         pop: ProofClaims | None = None
-        if claims.cnf_jkt is not None:
+        if claims.cnf_jkt is not None and not possession_proven:
             pop = self._check_proof(verified, proof, action, args, now)
         cap = self._authorize(verified, action, args)
         if pop is None:
@@ -351,11 +362,12 @@ class Verifier:
                 creds = current_credentials()
                 if creds is None:
                     raise Denied(Code.TOKEN_REQUIRED, f"no remit token for {action!r}")
-                self.check(
+                self._check(
                     creds.token,
-                    action=action,
-                    args=_bound_args(signature, a, kw),
-                    proof=creds.proof,
+                    action,
+                    _bound_args(signature, a, kw),
+                    creds.proof,
+                    possession_proven=creds.possession_proven,
                 )
 
             if inspect.iscoroutinefunction(fn):

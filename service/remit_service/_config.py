@@ -112,8 +112,18 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
 def _parse(data: dict[str, Any], base: Path) -> Config:
     _no_unknown(
         data,
-        {"issuer", "keys_dir", "redis", "prefix", "default_token_ttl", "max_token_ttl",
-         "revocation_margin", "server", "apps", "actions"},
+        {
+            "issuer",
+            "keys_dir",
+            "redis",
+            "prefix",
+            "default_token_ttl",
+            "max_token_ttl",
+            "revocation_margin",
+            "server",
+            "apps",
+            "actions",
+        },
         "",
     )
     server = data.get("server", {})

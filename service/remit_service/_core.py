@@ -149,7 +149,7 @@ class Core:
             expires_at=now + ttl,
         )
         self._check_mintable(grant, caps)
-        self._store.create(grant, keep_until=grant.expires_at + self.config.revocation_margin)
+        self._store.create(grant, keep_for=ttl + self.config.revocation_margin)
         return grant
 
     def get_grant(self, app: AppPolicy, gid: str, *, field: str = "id") -> GrantRecord:
@@ -255,7 +255,7 @@ class Core:
         # know could not be revoked by id.
         self._store.record_token(
             TokenRecord(jti=jti, gid=grant.id, app=app.name, exp=exp),
-            keep_until=exp + self.config.revocation_margin,
+            keep_for=exp - now + self.config.revocation_margin,
         )
         return MintResult(token=token, jti=jti, expires_at=exp)
 
@@ -331,7 +331,7 @@ class Core:
             grant = self.get_grant(app, grant_id, field="grant_id")
             if not grant.revoked:
                 self._store.revoke_grant(
-                    grant, at=now, reason=reason, keep_until=max(grant.expires_at, now) + margin
+                    grant, at=now, reason=reason, keep_for=max(grant.expires_at - now, 0) + margin
                 )
             return now
         if not _ID.match(jti):
@@ -339,7 +339,7 @@ class Core:
         token = self._store.token(jti)
         if token is None or token.app != app.name:
             raise Missing(f"no live token {jti}")
-        self._store.revoke_token(token, reason=reason, keep_until=max(token.exp, now) + margin)
+        self._store.revoke_token(token, reason=reason, keep_for=max(token.exp - now, 0) + margin)
         return now
 
     # -- keys and health -------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 Everything that must be atomic lives in one grant's hash slot and is written in one
 MULTI/EXEC: a grant's record and its revocation marker, a token's revocation marker.
+Lifetimes are relative (``EX``, seconds from the service's own clock): an absolute
+``EXAT`` is read against Redis's wall clock, and a Redis clock running ahead would drop a
+revocation before the token it revokes expires.
 Redis errors surface as :class:`StoreDown` (-> UNAVAILABLE), never half a write:
 the only multi-step write (a grant and its app-index entry) is one transaction.
 """
@@ -70,11 +73,11 @@ class GrantStore:
         except (redis.RedisError, OSError):
             return False
 
-    def create(self, grant: GrantRecord, *, keep_until: int) -> None:
+    def create(self, grant: GrantRecord, *, keep_for: int) -> None:
         body = json.dumps(asdict(grant), separators=(",", ":"))
         with _redis_errors():
             pipe = self._r.pipeline(transaction=True)
-            pipe.set(self._k.grant(grant.id), body, exat=keep_until, nx=True)
+            pipe.set(self._k.grant(grant.id), body, ex=max(1, keep_for), nx=True)
             pipe.zadd(self._k.app_grants(grant.app), {grant.id: grant.created_at})
             created, _ = pipe.execute()
         if not created:  # 128-bit random ids: a collision means something is very wrong
@@ -108,30 +111,32 @@ class GrantStore:
         return [GrantRecord(**json.loads(b)) for b in bodies if b is not None]
 
     def revoke_grant(
-        self, grant: GrantRecord, *, at: int, reason: str, keep_until: int
+        self, grant: GrantRecord, *, at: int, reason: str, keep_for: int
     ) -> GrantRecord:
         """Mark the grant revoked: the revocation key (what verifiers check) and the record."""
         updated = replace(grant, revoked=True, revoked_at=at, revoke_reason=reason)
         body = json.dumps(asdict(updated), separators=(",", ":"))
         with _redis_errors():
             pipe = self._r.pipeline(transaction=True)
-            pipe.set(self._k.grant_revoked(grant.id), reason or "revoked", exat=keep_until)
+            pipe.set(self._k.grant_revoked(grant.id), reason or "revoked", ex=max(1, keep_for))
             pipe.set(self._k.grant(grant.id), body, keepttl=True, xx=True)
             pipe.execute()
         return updated
 
-    def record_token(self, token: TokenRecord, *, keep_until: int) -> None:
+    def record_token(self, token: TokenRecord, *, keep_for: int) -> None:
         body = json.dumps(asdict(token), separators=(",", ":"))
         with _redis_errors():
-            self._r.set(self._k.token_grant(token.jti), body, exat=keep_until)
+            self._r.set(self._k.token_grant(token.jti), body, ex=max(1, keep_for))
 
     def token(self, jti: str) -> TokenRecord | None:
         with _redis_errors():
             body = self._r.get(self._k.token_grant(jti))
         return None if body is None else TokenRecord(**json.loads(body))
 
-    def revoke_token(self, token: TokenRecord, *, reason: str, keep_until: int) -> None:
+    def revoke_token(self, token: TokenRecord, *, reason: str, keep_for: int) -> None:
         with _redis_errors():
             self._r.set(
-                self._k.token_revoked(token.gid, token.jti), reason or "revoked", exat=keep_until
+                self._k.token_revoked(token.gid, token.jti),
+                reason or "revoked",
+                ex=max(1, keep_for),
             )
