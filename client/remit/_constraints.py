@@ -6,7 +6,9 @@ The world is closed: an argument no constraint names is denied unless ``"*"``
 gives a constraint for unnamed arguments (``{"any": true}`` to allow anything); an
 argument a constraint names must be present unless the constraint has
 ``"optional": true``. Types are strict: ``"50"`` is not ``50``, ``true`` is not
-``1``, and NaN or an infinity never satisfies anything but ``any``.
+``1``, and a value that is not JSON at any depth (NaN, an infinity, a tuple, bytes,
+an ``int`` subclass, an object with a non-string key) never satisfies anything but
+``any``.
 
 Operators (v1): ``eq in not_in lt le gt ge max_len prefix glob any``; modifier
 ``optional``. ``glob`` knows ``*`` (any run), ``?`` (one character) and ``\\``
@@ -120,8 +122,54 @@ def json_equal(a: object, b: object) -> bool:
         return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
     if ka == "object":
         assert isinstance(a, dict) and isinstance(b, dict)
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+        return (
+            all(type(k) is str for k in a)  # first, so only str keys are ever compared
+            and all(type(k) is str for k in b)
+            and a.keys() == b.keys()
+            and all(json_equal(a[k], b[k]) for k in a)
+        )
     return a == b
+
+
+def _is_json_tree(v: object) -> bool:
+    """True if ``v`` is a finite JSON value at every depth (exact types, string keys).
+
+    Iterative, so an arbitrarily deep argument cannot exhaust the stack. A cycle fails;
+    a sub-tree shared by reference is fine (it is a tree once serialized, and a value
+    JSON-equal to a valid operand must pass) and is checked once, so a chain of
+    shared lists cannot make this exponential.
+    """
+    kind = _kind(v)
+    if kind not in ("array", "object"):  # the common case: no allocation
+        return kind != "invalid"
+    done: dict[int, bool] = {}  # container id -> False while on the path, True once checked
+    stack: list[tuple[object, bool]] = [(v, False)]
+    while stack:
+        x, leaving = stack.pop()
+        if leaving:
+            done[id(x)] = True
+            continue
+        kind = _kind(x)
+        if kind == "invalid":
+            return False
+        if kind not in ("array", "object"):
+            continue
+        state = done.get(id(x))
+        if state is True:
+            continue
+        if state is False:  # reached again from inside itself
+            return False
+        done[id(x)] = False
+        stack.append((x, True))
+        if kind == "array":
+            assert isinstance(x, list)
+            stack.extend((item, False) for item in x)
+        else:
+            assert isinstance(x, dict)
+            if not all(type(k) is str for k in x):
+                return False
+            stack.extend((item, False) for item in x.values())
+    return True
 
 
 def is_json_value(v: object, depth: int = MAX_OPERAND_DEPTH) -> bool:
@@ -145,8 +193,10 @@ def is_json_value(v: object, depth: int = MAX_OPERAND_DEPTH) -> bool:
 # A glob compiles to (segments, anchored_start, anchored_end): the pattern split on
 # '*', each segment a tuple of characters with None for '?'. Matching places the first
 # segment at the start, the last at the end, and every middle one at its leftmost
-# position, which is optimal for '*'-separated segments: O(len(value) * len(pattern))
-# at worst, no backtracking blow-up, no regex engine.
+# position, which is optimal for '*'-separated segments. A literal segment is found
+# with str.find; one with '?' with a bit-parallel Shift-And scan (one big-int step
+# per character), so matching is linear in len(value) whatever the pattern: no
+# backtracking blow-up, no regex engine.
 
 _Segment = tuple[str | None, ...]
 
@@ -178,18 +228,30 @@ def _glob_parse(pattern: str) -> list[_Segment]:
 def _seg_at(seg: _Segment, value: str, pos: int) -> bool:
     if pos + len(seg) > len(value):
         return False
-    for j, c in enumerate(seg):
-        if c is not None and value[pos + j] != c:
-            return False
-    return True
+    return all(c is None or value[pos + j] == c for j, c in enumerate(seg))
 
 
 def _seg_find(seg: _Segment, value: str, start: int, end: int) -> int:
+    """Leftmost position ``>= start`` where ``seg`` fits inside ``value[:end]``, or -1."""
     if None not in seg:
         return value.find("".join(seg), start, end)  # type: ignore[arg-type]
-    for pos in range(start, end - len(seg) + 1):
-        if _seg_at(seg, value, pos):
-            return pos
+    # Shift-And: bit j of `state` is set when seg[: j + 1] matches the text ending at i.
+    # (Trying every position with _seg_at is O(len(value) * len(seg)) Python steps:
+    # seconds for a 100 KB value against a long '?' segment.)
+    wild = 0
+    for j, c in enumerate(seg):
+        if c is None:
+            wild |= 1 << j
+    masks: dict[str, int] = {}
+    for j, c in enumerate(seg):
+        if c is not None:
+            masks[c] = masks.get(c, wild) | (1 << j)
+    top = 1 << (len(seg) - 1)
+    state = 0
+    for i in range(start, end):
+        state = ((state << 1) | 1) & masks.get(value[i], wild)
+        if state & top:
+            return i - len(seg) + 1
     return -1
 
 
@@ -262,9 +324,8 @@ def _check_operand(op: str, operand: Any, path: str) -> None:
     elif op == "eq":
         if not is_json_value(operand):
             raise fail("not a finite JSON value of bounded depth")
-    elif op in ("any", "optional"):
-        if operand is not True:
-            raise fail("must be true")
+    elif op in ("any", "optional") and operand is not True:
+        raise fail("must be true")
 
 
 def _check_constraint(constraint: Any, path: str, *, star: bool) -> None:
@@ -302,9 +363,8 @@ def parse_capability(obj: Any, path: str = "", *, token_form: bool = False) -> C
     unknown = set(obj) - allowed
     if unknown:
         raise ConstraintError(path, f"unknown members {sorted(unknown)}")
-    if token_form:
-        if obj.get("type") != "remit.capability":
-            raise ConstraintError(f"{prefix}type", "must be 'remit.capability'")
+    if token_form and obj.get("type") != "remit.capability":
+        raise ConstraintError(f"{prefix}type", "must be 'remit.capability'")
     if "limits" in obj:
         raise ConstraintError(f"{prefix}limits", "limits are not supported by this version")
     action = obj.get("action")
@@ -318,7 +378,7 @@ def parse_capability(obj: Any, path: str = "", *, token_form: bool = False) -> C
     if len(args) > MAX_ARGS:
         raise ConstraintError(f"{prefix}args", f"more than {MAX_ARGS} arguments")
     for name, constraint in args.items():
-        if not name or len(name) > MAX_NAME:
+        if type(name) is not str or not name or len(name) > MAX_NAME:
             raise ConstraintError(f"{prefix}args", f"bad argument name {name!r}")
         _check_constraint(constraint, f"{prefix}args.{name}", star=name == "*")
     return Capability(action=action, args=args)
@@ -357,7 +417,7 @@ def _compile_op(op: str, operand: Any) -> Predicate:
 
         if op == "in":
             return member
-        return lambda v: _kind(v) != "invalid" and not member(v)
+        return lambda v: _is_json_tree(v) and not member(v)
     if op == "lt":
         return lambda v: _is_number(v) and v < operand
     if op == "le":
@@ -367,7 +427,9 @@ def _compile_op(op: str, operand: Any) -> Predicate:
     if op == "ge":
         return lambda v: _is_number(v) and v >= operand
     if op == "max_len":
-        return lambda v: type(v) in (str, list) and len(v) <= operand
+        return lambda v: (type(v) is str and len(v) <= operand) or (
+            type(v) is list and len(v) <= operand and _is_json_tree(v)
+        )
     if op == "prefix":
         return lambda v: type(v) is str and v.startswith(operand)
     if op == "glob":

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from remit import ConstraintError
+from remit import ConstraintError, is_narrower
 from remit._constraints import (
     compile_capability,
     explain_failure,
@@ -68,7 +68,7 @@ class Weird:
 
 
 # Every v1 operator once, with operands that the "same" value in JSON would satisfy.
-ONE_OPERATOR = [
+ONE_OPERATOR: list[dict[str, Any]] = [
     {"eq": 1},
     {"eq": [1]},
     {"eq": {"a": 1}},
@@ -208,8 +208,8 @@ def test_bool_and_int_subclasses_are_not_numbers() -> None:
         for value in (Level.ONE, MyInt(1), MyFloat(1.0)):
             assert _check_args(cap, {"v": value}) is not None, (constraint, value)
         if "not_in" not in constraint:
-            for value in (True, False):
-                assert _check_args(cap, {"v": value}) is not None, (constraint, value)
+            for flag in (True, False):
+                assert _check_args(cap, {"v": flag}) is not None, (constraint, flag)
 
 
 def test_str_subclass_is_not_a_string() -> None:
@@ -230,12 +230,39 @@ def test_deep_values_get_a_decision() -> None:
         ), constraint
 
 
-def test_shared_sub_tree_is_refused_where_json_is_required() -> None:
-    # JSON can't express sharing; a cycle and a shared list look the same to the check.
+def test_shared_sub_trees_are_json_but_cycles_are_not() -> None:
     shared = [1]
-    cap = compile_capability(parse_capability({"action": "t.x", "args": {"v": {"not_in": []}}}))
-    assert _check_args(cap, {"v": [shared, shared]}) is not None
-    assert _check_args(cap, {"v": [[1], [1]]}) is None
+    chain: list[Any] = [1]
+    for _ in range(100):  # 2**100 leaves once unfolded: must be checked once per list
+        chain = [chain, chain]
+    for constraint in ({"not_in": []}, {"max_len": 2}):
+        cap = compile_capability(parse_capability({"action": "t.x", "args": {"v": constraint}}))
+        assert _check_args(cap, {"v": [shared, shared]}) is None
+        assert _check_args(cap, {"v": [[1], [1]]}) is None
+        assert _check_args(cap, {"v": chain}) is None
+        assert _check_args(cap, {"v": [{"a": shared}, {"b": shared}]}) is None
+        assert _check_args(cap, {"v": _self_list()}) is not None
+        assert _check_args(cap, {"v": [_self_dict()]}) is not None
+
+
+def test_value_json_equal_to_a_narrower_operand_passes_the_parent() -> None:
+    """Soundness across the finite rule: eq/in children are checked on their operands, so
+    every value JSON-equal to an operand must get the operand's answer from any parent."""
+    shared = [1]
+    values = [[shared, shared], {"a": shared, "b": [shared]}, [1.0, [1]]]
+    operands = [[[1], [1]], {"a": [1], "b": [[1]]}, [1, [1.0]]]
+    parents = [{"not_in": []}, {"not_in": [[1]]}, {"max_len": 2}, {"eq": operands[0]}]
+    for value, operand in zip(values, operands, strict=True):
+        assert json_equal(value, operand)
+        for parent in parents:
+            child_cap = {"action": "t.x", "args": {"v": {"eq": operand}}}
+            parent_cap = {"action": "t.x", "args": {"v": parent}}
+            if not is_narrower(child_cap, parent_cap):
+                continue
+            child = compile_capability(parse_capability(child_cap))
+            assert _check_args(child, {"v": value}) is None
+            compiled = compile_capability(parse_capability(parent_cap))
+            assert _check_args(compiled, {"v": value}) is None, (value, parent)
 
 
 def test_argument_names_that_are_not_strings() -> None:

@@ -16,7 +16,7 @@ VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
 def _load(name: str) -> dict[str, Any]:
     # The strict decoder: a vector file with a duplicate key would silently lose a case.
-    doc = strict_json_loads((VECTORS / name).read_bytes())
+    doc: dict[str, Any] = strict_json_loads((VECTORS / name).read_bytes())
     assert doc["version"] == 1
     assert isinstance(doc["description"], str) and doc["description"]
     names = [c["name"] for c in doc["cases"]]
