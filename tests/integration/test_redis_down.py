@@ -7,10 +7,7 @@ cannot disturb anything else; the fixture kills it whatever happens.
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,84 +15,16 @@ from typing import Any
 
 import grpc
 import pytest
-import redis
 import remit
 from remit.v1 import remit_pb2, remit_pb2_grpc
 from remit_service import KeyStore, Server, dev_config
+
+from tests.redis_server import PrivateRedis
 
 from .conftest import API_KEY, AUTH, http_get
 
 PAY = {"action": "payments.transfer", "args": {"amount": {"le": 100}}}
 ARGS = {"amount": 5}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class PrivateRedis:
-    """A throwaway ``redis-server`` on 127.0.0.1:<port>, data in memory only."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-             "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        with redis.Redis.from_url(self.url, socket_connect_timeout=0.2) as probe:
-            while True:
-                try:
-                    if probe.ping():
-                        return
-                except redis.ConnectionError:
-                    pass
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"redis-server did not start on {self.port}:\n{log}")
-                time.sleep(0.02)
-
-    def shutdown_nosave(self) -> None:
-        with redis.Redis.from_url(self.url) as c, contextlib.suppress(redis.ConnectionError):
-            c.shutdown(nosave=True)
-        self._wait()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-        self._wait()
-
-    def _wait(self) -> None:
-        if self.proc is not None:
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    r = PrivateRedis(directory)
-    r.start()
-    try:
-        yield r
-    finally:
-        if r.proc is not None and r.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                r.proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
-            r.proc.kill()
-            r.proc.wait(timeout=10)
 
 
 @pytest.fixture

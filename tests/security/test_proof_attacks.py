@@ -12,17 +12,11 @@ other exception a failure too.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
-import socket
-import subprocess
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from remit import Code, Denied
 
+from tests.redis_server import PrivateRedis
 from tests.tokens import (
     ACTION,
     ARGS,
@@ -841,60 +836,6 @@ def test_unbound_token_with_a_proof_is_allowed_and_the_proof_ignored() -> None:
 
 
 # -- Redis down during the jti check ----------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class PrivateRedis:
-    """A throwaway ``redis-server`` on a free port, data in memory only."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-             "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        with redis.Redis.from_url(self.url, socket_connect_timeout=0.2) as probe:
-            while True:
-                with contextlib.suppress(redis.ConnectionError):
-                    if probe.ping():
-                        return
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"redis-server did not start on {self.port}:\n{log}")
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    """Killed and its directory removed whatever the test does."""
-    with tempfile.TemporaryDirectory(prefix="remit-redis-") as directory:
-        server = PrivateRedis(Path(directory))
-        try:
-            server.start()
-            yield server
-        finally:
-            server.stop()
 
 
 @pytest.mark.parametrize("revocation", ["off", "strict"])
