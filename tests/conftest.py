@@ -36,8 +36,11 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """A key prefix no other test uses; every key under it is deleted afterwards."""
+    """A key prefix no other test uses (with a revocation epoch of 0, as if a service had
+    run since forever); every key under it is deleted afterwards."""
     prefix = f"remit-test-{uuid.uuid4().hex[:12]}:"
+    # A revocation epoch, as the service keeps one: strict verifiers fail closed without.
+    redis_client.set(f"{prefix}epoch", 0)
     yield prefix
     keys = list(redis_client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:

@@ -56,6 +56,12 @@ class PrivateRedis:
                     raise RuntimeError(f"redis-server did not start on {self.port}:\n{log}")
                 time.sleep(0.02)
 
+    def set_epoch(self, prefix: str = "remit:", value: int = 0) -> None:
+        """Write the revocation epoch a running service would keep (strict verifiers
+        refuse everything without one)."""
+        with redis.Redis.from_url(self.url) as c:
+            c.set(f"{prefix}epoch", value)
+
     def shutdown_nosave(self) -> None:
         with redis.Redis.from_url(self.url) as c, contextlib.suppress(redis.ConnectionError):
             c.shutdown(nosave=True)

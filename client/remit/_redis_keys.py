@@ -35,6 +35,11 @@ class RedisKeys:
         """jti -> gid of a minted token, so a token can be revoked by its id alone."""
         return f"{self.prefix}jti:{jti}"
 
+    def epoch(self) -> str:
+        """Integer seconds: tokens issued before it are dead. Its absence means Redis lost
+        its data (restart without persistence, flush, failover to an empty replica)."""
+        return f"{self.prefix}epoch"
+
     def proof_used(self, gid: str, jti: str) -> str:
         """Exists while a proof of possession with this jti could still be presented."""
         return f"{self.prefix}pop:{{{gid}}}:{jti}"

@@ -1,7 +1,12 @@
 """Per-call state checks of the verifier: revocation and proof replay, in one round trip.
 
-Revocation ``strict``: a single ``EXISTS`` over the grant's revocation key and the keys
-of the token and each ancestor. ``off``: none (tests, or by explicit choice).
+Revocation ``strict``: one Lua script per call (``EVALSHA``): ``EXISTS`` over the grant's
+revocation key and the keys of the token and each ancestor, plus the revocation *epoch*:
+a Redis that lost its data (restart without persistence, flush, failover to an empty
+replica) has no epoch until the service re-creates it, and then a newer one. Without an
+epoch every check fails closed (``revocation_unavailable``); a token issued before the
+epoch is ``revoked`` (its revocation may have been lost). ``off``: none (tests, or by
+explicit choice).
 
 Replay of proofs of possession (single-use ``jti``): a local set always answers first;
 with ``replay="redis"`` the ``jti`` is also claimed with ``SET NX`` (expiring with the
@@ -33,6 +38,22 @@ RevocationMode = Literal["strict", "off"]
 ReplayMode = Literal["redis", "local"]
 MAX_LOCAL_PROOFS = 200_000
 
+# One round trip for the strict check (EVALSHA, loaded once): the epoch, the optional
+# single-use claim of a proof's jti, and the revocation keys of the token's lineage.
+# KEYS: epoch, [proof key], revocation keys...   ARGV: claim ("1"/"0"), proof TTL in ms.
+# Returns {epoch or nil, number of revocation keys that exist, 1 if the claim is fresh}.
+_STRICT = """
+local epoch = redis.call('GET', KEYS[1])
+local first, fresh = 2, 1
+if ARGV[1] == '1' then
+  if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then fresh = 0 end
+  first = 3
+end
+local revoked = 0
+if #KEYS >= first then revoked = redis.call('EXISTS', unpack(KEYS, first)) end
+return {epoch, revoked, fresh}
+"""
+
 
 def _unavailable(what: str, exc: BaseException) -> Denied:
     return Denied(
@@ -62,6 +83,9 @@ class CallState:
         self._owned = owned
         self._seen: dict[str, float] = {}  # proof jti -> when it may be forgotten
         self._lock = threading.Lock()
+        self._strict_script = (
+            client.register_script(_STRICT) if self._strict and client is not None else None
+        )
 
     def settle(self, claims: Claims, proof_jti: str | None, proof_until: int, now: float) -> None:
         """Raise ``Denied`` if the token is revoked or the proof was used before;
@@ -69,30 +93,43 @@ class CallState:
         if proof_jti is not None and proof_jti in self._seen:
             raise Denied(Code.REPLAYED, "this proof was already used")
         claim = proof_jti is not None and self._redis_replay
-        if self._strict or claim:
-            assert self._client is not None
+        if self._strict:
+            assert self._client is not None and self._strict_script is not None
+            keys = [self._keys.epoch()]
+            if claim:
+                assert proof_jti is not None
+                keys.append(self._keys.proof_used(claims.gid, proof_jti))
+            keys += self._keys.revocation_check(claims.gid, claims.jti, claims.anc)
+            ttl_ms = max(1000, math.ceil((proof_until - now) * 1000))
             try:
-                if self._strict and not claim:
-                    revoked = self._client.exists(
-                        *self._keys.revocation_check(claims.gid, claims.jti, claims.anc)
-                    )
-                    fresh = True
-                elif claim and not self._strict:
-                    revoked = 0
-                    fresh = self._claim(self._client, claims.gid, proof_jti, proof_until, now)
-                else:
-                    pipe = self._client.pipeline(transaction=False)
-                    pipe.exists(*self._keys.revocation_check(claims.gid, claims.jti, claims.anc))
-                    self._claim(pipe, claims.gid, proof_jti, proof_until, now)
-                    revoked, fresh = pipe.execute()
+                epoch, revoked, fresh = self._strict_script(
+                    keys=keys, args=[b"1" if claim else b"0", ttl_ms], client=self._client
+                )
             except (redis.RedisError, OSError) as exc:
                 raise _unavailable("revocation / replay state", exc) from None
-            if revoked:
+            if epoch is None:
                 raise Denied(
-                    Code.REVOKED, f"token {claims.jti} or its grant {claims.gid} is revoked"
+                    Code.REVOCATION_UNAVAILABLE,
+                    "no revocation epoch in Redis (its data was lost, or this is the wrong "
+                    "Redis / prefix): failing closed until the service re-establishes it",
                 )
-            if not fresh:
-                raise Denied(Code.REPLAYED, "this proof was already used")
+            if claims.iat < int(epoch):
+                raise Denied(
+                    Code.REVOKED,
+                    f"epoch: token issued before Redis lost its revocation state ({int(epoch)})",
+                )
+        elif claim:
+            assert self._client is not None
+            try:
+                revoked, fresh = 0, self._claim(self._client, claims.gid, proof_jti, proof_until, now)
+            except (redis.RedisError, OSError) as exc:
+                raise _unavailable("replay state", exc) from None
+        else:
+            revoked, fresh = 0, True
+        if revoked:
+            raise Denied(Code.REVOKED, f"token {claims.jti} or its grant {claims.gid} is revoked")
+        if not fresh:
+            raise Denied(Code.REPLAYED, "this proof was already used")
         if proof_jti is not None:
             self._remember(proof_jti, proof_until, now)
 

@@ -23,7 +23,7 @@ from remit._redis_keys import RedisKeys
 from remit._token import MAX_TIME, MAX_TOKEN_BYTES
 
 from ._config import AppPolicy, Config
-from ._errors import AuthFailed, BadRequest, Inactive, Missing, PolicyDenied
+from ._errors import AuthFailed, BadRequest, Inactive, Missing, PolicyDenied, StoreDown
 from ._issuer import Issuer
 from ._keystore import KeyStore
 from ._store import GrantRecord, GrantStore, TokenRecord
@@ -156,7 +156,10 @@ class Core:
         """``field``: the request field that carried the id, for the error."""
         if not _ID.match(gid):
             raise BadRequest(f"{field}: not a grant id", field=field)
-        grant = self._store.get(gid)
+        return self._own(app, gid, self._store.get(gid))
+
+    @staticmethod
+    def _own(app: AppPolicy, gid: str, grant: GrantRecord | None) -> GrantRecord:
         if grant is None or grant.app != app.name:  # another app's grant does not exist for you
             raise Missing(f"no grant {gid}")
         return grant
@@ -210,8 +213,16 @@ class Core:
         audience: Sequence[str] = (),
         cnf_jkt: str = "",
     ) -> MintResult:
-        grant = self.get_grant(app, grant_id, field="grant_id")
+        if not _ID.match(grant_id):
+            raise BadRequest("grant_id: not a grant id", field="grant_id")
         now = int(self._clock())
+        found, epoch = self._store.get_with_epoch(grant_id, now)
+        grant = self._own(app, grant_id, found)
+        # Verifiers refuse tokens issued before the epoch (see GrantStore.ensure_epoch);
+        # right after it was (re)created that is the current second, so issue at it.
+        if epoch > now + 2:
+            raise StoreDown("the revocation epoch is in the future: check the clocks")
+        now = max(now, epoch)
         if grant.revoked:
             raise Inactive(f"grant {grant.id} is revoked")
         if now >= grant.expires_at:
@@ -343,6 +354,10 @@ class Core:
         return now
 
     # -- keys and health -------------------------------------------------------------
+
+    def keep_epoch(self) -> None:
+        """Re-create the revocation epoch if Redis lost it (called every second)."""
+        self._store.ensure_epoch(self._clock())
 
     def jwks(self) -> dict[str, Any]:
         return self._keystore.jwks(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent import futures
 
@@ -14,6 +15,7 @@ from remit.v1 import remit_pb2
 
 from ._config import Config
 from ._core import Core
+from ._errors import StoreDown
 from ._http import HttpServer
 from ._keystore import KeyStore
 from ._servicer import RemitServicer, add_to_server
@@ -22,6 +24,8 @@ from ._store import GrantStore
 __all__ = ["Server"]
 
 MAX_MESSAGE = 1024 * 1024
+EPOCH_CHECK_INTERVAL = 1.0  # seconds
+log = logging.getLogger("remit.service")
 SERVICE_NAME = "remit.v1.Remit"
 
 
@@ -58,6 +62,9 @@ class Server:
         self._http = HttpServer(self.core, config.host, config.http_port)
         self.http_port = self._http.port
         self._stopped = threading.Event()
+        self._epoch_thread = threading.Thread(
+            target=self._keep_epoch, name="remit-epoch", daemon=True
+        )
 
     @property
     def grpc_target(self) -> str:
@@ -67,7 +74,20 @@ class Server:
     def http_url(self) -> str:
         return f"http://{self.config.host}:{self.http_port}"
 
+    def _keep_epoch(self) -> None:
+        # Notices within a second that Redis lost its data, and starts a new epoch so
+        # verifiers refuse every token issued before (their revocations may be gone).
+        while not self._stopped.is_set():
+            try:
+                self.core.keep_epoch()
+            except StoreDown:
+                pass  # Redis down: verifiers fail closed meanwhile; retry next second
+            except Exception:
+                log.exception("keeping the revocation epoch failed")
+            self._stopped.wait(EPOCH_CHECK_INTERVAL)
+
     def start(self) -> Server:
+        self._epoch_thread.start()
         self._grpc.start()
         self._http.start()
         for name in ("", SERVICE_NAME):
@@ -80,6 +100,8 @@ class Server:
             return
         self._stopped.set()
         self._health.enter_graceful_shutdown()
+        if self._epoch_thread.is_alive():
+            self._epoch_thread.join(timeout=2)
         self._grpc.stop(grace).wait()
         self._http.stop()
         self._redis.close()

@@ -83,6 +83,29 @@ class GrantStore:
         if not created:  # 128-bit random ids: a collision means something is very wrong
             raise StoreDown("grant id collision; retry")
 
+    def ensure_epoch(self, now: float) -> int:
+        """The revocation epoch, created if missing (first start, or Redis lost its data).
+
+        A new epoch is the *next* second: every token issued before it — including any
+        whose revocation was just lost — is refused by verifiers from then on.
+        """
+        with _redis_errors():
+            pipe = self._r.pipeline(transaction=False)
+            pipe.set(self._k.epoch(), int(now) + 1, nx=True)
+            pipe.get(self._k.epoch())
+            _, value = pipe.execute()
+        return int(value)
+
+    def get_with_epoch(self, gid: str, now: float) -> tuple[GrantRecord | None, int]:
+        """A grant and the current epoch, in one round trip."""
+        with _redis_errors():
+            pipe = self._r.pipeline(transaction=False)
+            pipe.get(self._k.grant(gid))
+            pipe.get(self._k.epoch())
+            body, epoch = pipe.execute()
+        grant = None if body is None else GrantRecord(**json.loads(body))
+        return grant, int(epoch) if epoch is not None else self.ensure_epoch(now)
+
     def get(self, gid: str) -> GrantRecord | None:
         with _redis_errors():
             body = self._r.get(self._k.grant(gid))
