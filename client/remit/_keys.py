@@ -47,11 +47,11 @@ class PublicKey:
             raise KeyLoadError("a JWK must be a JSON object")
         if "d" in jwk:
             raise KeyLoadError("refusing a JWK that contains a private key ('d')")
+        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+            raise KeyLoadError("only OKP/Ed25519 keys are accepted")
         unknown = set(jwk) - _JWK_FIELDS
         if unknown:
             raise KeyLoadError(f"unexpected JWK members: {sorted(unknown)}")
-        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
-            raise KeyLoadError("only OKP/Ed25519 keys are accepted")
         if jwk.get("alg", "EdDSA") != "EdDSA" or jwk.get("use", "sig") != "sig":
             raise KeyLoadError("JWK 'alg' must be EdDSA and 'use' must be sig")
         x = jwk.get("x")
