@@ -42,6 +42,7 @@ from typing import Any
 from ._constraints import (
     MODIFIERS,
     Capability,
+    ConstraintError,
     _compile_constraint,
     _glob_parse,
     glob_literal_prefix,
@@ -156,8 +157,20 @@ def _capability_narrower(child: Capability, parent: Capability) -> bool:
 def _as_capability(obj: Capability | Mapping[str, Any]) -> Capability:
     if isinstance(obj, Capability):
         return obj
+    if not isinstance(obj, Mapping):
+        raise ConstraintError("", "a capability is an object")
     data = dict(obj)
     return parse_capability(data, token_form="type" in data)
+
+
+def _scope(obj: Any) -> list[Any]:
+    """One capability, or a sequence of them; anything else (a string, bytes, a number,
+    a set, an iterator) is malformed."""
+    if isinstance(obj, Mapping | Capability):
+        return [obj]
+    if isinstance(obj, Sequence) and not isinstance(obj, str | bytes | bytearray):
+        return list(obj)
+    raise ConstraintError("", "expected a capability or a list of capabilities")
 
 
 def is_narrower(
@@ -169,8 +182,6 @@ def is_narrower(
     Each side is a capability (API or ``authorization_details`` form) or a list of
     them (a scope). Malformed input raises ``ConstraintError``.
     """
-    children = [child] if isinstance(child, Mapping | Capability) else list(child)
-    parents = [parent] if isinstance(parent, Mapping | Capability) else list(parent)
-    cs = [_as_capability(c) for c in children]
-    ps = [_as_capability(p) for p in parents]
+    cs = [_as_capability(c) for c in _scope(child)]
+    ps = [_as_capability(p) for p in _scope(parent)]
     return all(any(_capability_narrower(c, p) for p in ps) for c in cs)

@@ -30,7 +30,7 @@ from ._constraints import (
 )
 from ._context import current_credentials
 from ._errors import Code, Denied
-from ._jwks import load_jwks
+from ._jwks import JwksRefresher, is_jwks_url, load_jwks
 from ._keys import KeySet, PublicKey
 from ._proof import ProofClaims, ProofParser, args_hash, token_hash
 from ._redis import RedisLike, connect
@@ -41,6 +41,8 @@ from ._token import MAX_TOKEN_BYTES, Claims, ScopeCache, parse_claims, split_tok
 __all__ = ["Decision", "Verifier"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+JWKS_REFRESH_TIMEOUT = 2.0  # seconds: the longest an unknown kid can hold up a check
 
 
 class Decision(NamedTuple):
@@ -80,6 +82,20 @@ class Verifier:
     ``replay="redis"`` (the default when ``redis`` is given) claims it in Redis so a
     proof is refused at every backend after its first use; ``"local"`` only within
     this process.
+
+    Key rotation: a verifier built with :meth:`from_jwks` from an ``http(s)://`` URL
+    keeps the URL. On a token whose ``kid`` it does not know, it refetches the JWKS
+    and looks the ``kid`` up once more, so tokens of a freshly rotated issuer key
+    verify without a restart. The refetch is rate limited: at most once per
+    ``jwks_refresh_interval`` seconds (default 30, minimum 1, measured with
+    ``clock``; the initial load does not count), and one at a time: concurrent
+    callers wait for the fetch in flight (never longer than its 2 s timeout) and
+    use its result. A flood of tokens with bogus ``kid``s therefore costs the JWKS
+    endpoint at most one request per interval. A failed fetch keeps the current
+    keys. After a refresh, keys no longer in the JWKS stop verifying *new* tokens,
+    but a token already verified and cached stays valid until its ``exp``.
+    Verifiers built from a mapping, a file or a :class:`KeySet` never refetch.
+    Known ``kid``s cost nothing extra.
     """
 
     def __init__(
@@ -105,6 +121,7 @@ class Verifier:
             self._keys = KeySet.from_jwks(keys)
         else:
             self._keys = KeySet(keys)
+        self._jwks: JwksRefresher | None = None  # set by from_jwks for a URL
         if not issuer or not isinstance(issuer, str):
             raise ValueError("issuer is required")
         if not audience or not isinstance(audience, str):
@@ -156,10 +173,25 @@ class Verifier:
         *,
         issuer: str,
         audience: str,
+        jwks_refresh_interval: float = 30.0,
         **kwargs: Any,
     ) -> Verifier:
-        """Build a verifier from a JWKS mapping, a JWKS file, or an http(s) URL."""
-        return cls(load_jwks(source), issuer=issuer, audience=audience, **kwargs)
+        """Build a verifier from a JWKS mapping, a JWKS file, or an http(s) URL.
+
+        From a URL, the verifier refetches the JWKS on an unknown ``kid``, at most
+        once per ``jwks_refresh_interval`` seconds (see "Key rotation" above); the
+        interval is ignored for a mapping or a file, which are never refetched.
+        """
+        if not (isinstance(source, str) and is_jwks_url(source)):
+            return cls(load_jwks(source), issuer=issuer, audience=audience, **kwargs)
+        if not jwks_refresh_interval >= 1:
+            raise ValueError("jwks_refresh_interval must be at least 1 second")
+        keys = load_jwks(source)
+        verifier = cls(keys, issuer=issuer, audience=audience, **kwargs)
+        verifier._jwks = JwksRefresher(
+            source, keys, interval=jwks_refresh_interval, timeout=JWKS_REFRESH_TIMEOUT
+        )
+        return verifier
 
     # -- hot path ------------------------------------------------------------------
 
@@ -269,7 +301,10 @@ class Verifier:
         elif type(args) is not dict:
             if not isinstance(args, Mapping):
                 raise Denied(Code.INVALID_REQUEST, "args must be a JSON object")
-            args = dict(args)
+            try:
+                args = dict(args)
+            except Exception:  # a Mapping whose keys or items cannot be read
+                raise Denied(Code.INVALID_REQUEST, "args must be a JSON object") from None
         first: Denied | None = None
         for cap in candidates:
             denial = _check_args(cap, args)
@@ -284,6 +319,9 @@ class Verifier:
     def _verify_token(self, token: str, now: float) -> _Verified:
         raw = split_token(token, self._max_token_bytes, self._headers)
         key = self._keys.get(raw.kid)
+        if key is None and self._jwks is not None:  # a rotated key? refetch, rate limited
+            self._keys = self._jwks.refresh(now)
+            key = self._keys.get(raw.kid)
         if key is None:
             raise Denied(Code.UNKNOWN_KEY, f"no key with kid {raw.kid[:64]!r}")
         if not key.verify(raw.signing_input, raw.signature):
@@ -424,10 +462,12 @@ def _bound_args(
 def _check_args(cap: CompiledCapability, args: dict[Any, Any]) -> Denied | None:
     named = cap.named
     for name, value in args.items():
+        # The name's type first: a str subclass equal to a named argument must not pass as
+        # it, and a foreign key's __hash__/__eq__ must never run inside the lookup below.
+        if type(name) is not str:
+            return Denied(Code.INVALID_REQUEST, "argument names must be strings")
         pred = named.get(name)
         if pred is None:
-            if type(name) is not str:
-                return Denied(Code.INVALID_REQUEST, "argument names must be strings")
             if cap.star is None:
                 return Denied(Code.UNEXPECTED_ARGUMENT, f"argument {name[:80]!r} is not granted")
             if not cap.star(value):

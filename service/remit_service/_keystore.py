@@ -49,7 +49,7 @@ class KeyStore:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # ensure() calls generate() while holding it
         self._keys: list[IssuerKey] = []
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
@@ -77,8 +77,9 @@ class KeyStore:
         tmp.replace(self.directory / f"{public.kid}.json")  # the key is live from here
         # Reload on the next read, even within the recheck interval: this instance must
         # sign with the key it just made, not with the one cached before.
-        self._stamp = None
-        self._checked = float("-inf")
+        with self._lock:  # not between current()'s re-read and its bookkeeping
+            self._stamp = None
+            self._checked = float("-inf")
         return IssuerKey(kid=public.kid, created_at=created, private=private, public=public)
 
     def ensure(self) -> IssuerKey:
