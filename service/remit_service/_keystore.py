@@ -1,11 +1,17 @@
 """Issuer signing keys on disk, with rotation built in.
 
 One Ed25519 key per file pair in ``keys_dir``: ``<kid>.pem`` (PKCS#8, created 0600)
-and ``<kid>.json`` (``{"kid", "created_at"}``). ``kid`` is the RFC 7638 thumbprint.
-The newest key signs; an older key stays published in the JWKS until every token it
-could have signed has expired (``next key's created_at + max token TTL + margin``),
-so rotation never breaks a live token. Several service replicas may share the
-directory: :meth:`KeyStore.current` reloads when the directory changes.
+and ``<kid>.json`` (``{"kid", "created_at", "activates_at"}``). ``kid`` is the RFC 7638
+thumbprint.
+
+Rotation never breaks a live token, at either end:
+- a new key can be *published before it signs* (``activate_in``): it is in the JWKS from
+  its creation, so every verifier and every cache has it before the first token it
+  signs arrives;
+- the newest active key signs; an older key stays published until every token it could
+  have signed has expired (its successor's activation + max token TTL + margin).
+Several service replicas may share the directory: :meth:`KeyStore.current` reloads when
+the directory changes.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ class IssuerKey:
     created_at: float
     private: Ed25519PrivateKey
     public: PublicKey
+    activates_at: float = 0.0  # signs from then on; published from created_at
+
+    def active(self, now: float) -> bool:
+        return self.activates_at <= now
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -42,6 +52,10 @@ def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
+
+
+def _order(key: IssuerKey) -> tuple[float, float, str]:
+    return (key.activates_at, key.created_at, key.kid)
 
 
 class KeyStore:
@@ -56,8 +70,9 @@ class KeyStore:
 
     # -- writing ---------------------------------------------------------------------
 
-    def generate(self, *, now: float | None = None) -> IssuerKey:
-        """Create a new key; it becomes the signing key (this is also "rotate")."""
+    def generate(self, *, now: float | None = None, activate_in: float = 0.0) -> IssuerKey:
+        """Create a new key (this is also "rotate"). It is published at once and becomes
+        the signing key after ``activate_in`` seconds (0: at once)."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         private = Ed25519PrivateKey.generate()
         raw = private.public_key().public_bytes(
@@ -71,7 +86,10 @@ class KeyStore:
             serialization.NoEncryption(),
         )
         _write_private(self.directory / f"{public.kid}.pem", pem)
-        meta = json.dumps({"kid": public.kid, "created_at": created}).encode()
+        activates = created + max(0.0, activate_in)
+        meta = json.dumps(
+            {"kid": public.kid, "created_at": created, "activates_at": activates}
+        ).encode()
         tmp = self.directory / f".{public.kid}.json.tmp"
         tmp.write_bytes(meta)
         tmp.replace(self.directory / f"{public.kid}.json")  # the key is live from here
@@ -80,7 +98,13 @@ class KeyStore:
         with self._lock:  # not between current()'s re-read and its bookkeeping
             self._stamp = None
             self._checked = float("-inf")
-        return IssuerKey(kid=public.kid, created_at=created, private=private, public=public)
+        return IssuerKey(
+            kid=public.kid,
+            created_at=created,
+            private=private,
+            public=public,
+            activates_at=activates,
+        )
 
     def ensure(self) -> IssuerKey:
         """The signing key, generating a first one if the directory has none."""
@@ -98,6 +122,7 @@ class KeyStore:
             try:
                 meta = json.loads(meta_path.read_bytes())
                 kid, created = meta["kid"], float(meta["created_at"])
+                activates = float(meta.get("activates_at", created))
                 pem = (self.directory / f"{kid}.pem").read_bytes()
                 private = serialization.load_pem_private_key(pem, password=None)
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -110,18 +135,26 @@ class KeyStore:
             public = PublicKey(raw)
             if public.kid != kid:
                 raise KeyStoreError(f"{meta_path}: kid does not match the key's thumbprint")
-            keys.append(IssuerKey(kid=kid, created_at=created, private=private, public=public))
-        keys.sort(key=lambda k: (k.created_at, k.kid))
+            keys.append(
+                IssuerKey(
+                    kid=kid,
+                    created_at=created,
+                    private=private,
+                    public=public,
+                    activates_at=activates,
+                )
+            )
+        keys.sort(key=_order)
         return keys
 
     def keys(self) -> list[IssuerKey]:
-        """All keys, oldest first (reloaded from disk)."""
+        """All keys in activation order (reloaded from disk)."""
         with self._lock:
             self._keys = self._load()
             return list(self._keys)
 
     def current(self, *, recheck: float = 1.0) -> list[IssuerKey]:
-        """Keys, oldest first; re-reads the directory at most every ``recheck`` seconds
+        """Keys in activation order; re-reads the directory at most every ``recheck`` s
         and only when its listing changed (a rotation by another process)."""
         now = time.monotonic()
         if self._keys and now - self._checked < recheck:
@@ -140,18 +173,28 @@ class KeyStore:
             self._checked = now
             return self._keys
 
-    def signing_key(self) -> IssuerKey:
-        return self.current()[-1]
+    def signing_key(self, now: float | None = None) -> IssuerKey:
+        """The newest active key (if none is active yet, the first to activate)."""
+        keys = self.current()
+        at = time.time() if now is None else now
+        active = [k for k in keys if k.active(at)]
+        return active[-1] if active else keys[0]
 
     def published(self, *, now: float, max_token_ttl: int, margin: int) -> list[IssuerKey]:
-        """Keys that may still have live tokens: the newest, and each older key until
-        its successor's creation + max token TTL + margin has passed."""
+        """Keys that may sign or may still have live tokens: every key not yet active,
+        the signing key, and each older key until its successor's activation + max
+        token TTL + margin has passed."""
         keys = self.current()
-        live = [keys[-1]]
+        signing = self.signing_key(now)
+        live = [k for k in keys if not k.active(now) or k is signing]
         for older, newer in itertools.pairwise(keys):
-            if newer.created_at + max_token_ttl + margin > now:
+            if (
+                older is not signing
+                and newer.activates_at + max_token_ttl + margin > now
+                and older.active(now)
+            ):
                 live.append(older)
-        live.sort(key=lambda k: (k.created_at, k.kid))
+        live.sort(key=_order)
         return live
 
     def jwks(

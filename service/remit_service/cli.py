@@ -23,6 +23,7 @@ __all__ = ["main"]
 
 EXIT_DENIED = 3
 DEFAULT_TARGET = "127.0.0.1:50051"
+SHUTDOWN_GRACE = 5.0  # seconds in-flight RPCs get to finish after SIGTERM / SIGINT
 
 
 class UsageError(Exception):
@@ -108,7 +109,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     stop.wait()
-    server.stop(grace=5.0)
+    # Graceful: new RPCs are refused at once (UNAVAILABLE: a client with a retry policy
+    # moves to another replica), in-flight ones may finish for up to SHUTDOWN_GRACE s.
+    print(
+        f"remit: stopping; draining in-flight requests (up to {SHUTDOWN_GRACE:g} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    server.stop(grace=SHUTDOWN_GRACE)
+    print("remit: stopped", file=sys.stderr, flush=True)
     return 0
 
 
@@ -125,8 +134,8 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         key = store.generate()
         _print_json({"generated": key.kid})
     elif args.keys_command == "rotate":
-        key = store.generate()
-        _print_json({"signing": key.kid})
+        key = store.generate(activate_in=args.activate_in)
+        _print_json({"new": key.kid, "activates_at": int(key.activates_at)})
     else:
         now = time.time()
         keys = store.keys()
@@ -140,12 +149,23 @@ def _cmd_keys(args: argparse.Namespace) -> int:
             if keys
             else set()
         )
+        signing = store.signing_key(now).kid if keys else None
         rows = []
-        for i, key in enumerate(keys):
-            status = (
-                "signing" if i == len(keys) - 1 else ("published" if key.kid in live else "retired")
+        for key in keys:
+            if key.kid == signing:
+                status = "signing"
+            elif not key.active(now):
+                status = "pending"
+            else:
+                status = "published" if key.kid in live else "retired"
+            rows.append(
+                {
+                    "kid": key.kid,
+                    "created_at": int(key.created_at),
+                    "activates_at": int(key.activates_at),
+                    "status": status,
+                }
             )
-            rows.append({"kid": key.kid, "created_at": int(key.created_at), "status": status})
         _print_json(rows)
     return 0
 
@@ -331,7 +351,7 @@ def _app_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--target",
         default=os.environ.get("REMIT_TARGET", DEFAULT_TARGET),
-        help="service host:port (env REMIT_TARGET)",
+        help="service host:port, or replicas as ip:port,ip:port (env REMIT_TARGET)",
     )
     p.add_argument("--api-key", help="app API key (env REMIT_API_KEY)")
 
@@ -355,13 +375,21 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = p.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
     for name, text in (
         ("generate", "create the first key"),
-        ("rotate", "add a new signing key"),
+        ("rotate", "add a new key: published at once, signing after --activate-in"),
         ("list", "list keys and their status"),
     ):
         kp = ksub.add_parser(name, help=text)
         kp.add_argument("--dir", required=True, help="keys directory")
         kp.add_argument("--max-token-ttl", type=int, default=3600)
         kp.add_argument("--margin", type=int, default=60)
+        if name == "rotate":
+            kp.add_argument(
+                "--activate-in",
+                type=float,
+                default=60.0,
+                help="publish the new key now, sign with it after this many seconds "
+                "(default 60: longer than JWKS caches keep a copy; 0 after a compromise)",
+            )
     p.set_defaults(func=_cmd_keys)
 
     p = sub.add_parser("agent", help="agent keys (tokens are bound to them)")

@@ -247,17 +247,28 @@ def test_keys_generate_rotate_list(tmp_path: Path) -> None:
     assert stat.S_IMODE((keys_dir / f"{first}.pem").stat().st_mode) == 0o600
     assert stat.S_IMODE(keys_dir.stat().st_mode) == 0o700
     assert remit_cli("keys", "generate", "--dir", str(keys_dir)).returncode == 2
+    # Default rotation: the new key is published at once and signs only after 60 s.
     out = remit_cli("keys", "rotate", "--dir", str(keys_dir))
-    second = json.loads(out.stdout)["signing"]
+    second = json.loads(out.stdout)["new"]
     assert second != first
     rows = json.loads(remit_cli("keys", "list", "--dir", str(keys_dir)).stdout)
-    assert {r["kid"]: r["status"] for r in rows} == {first: "published", second: "signing"}
+    assert {r["kid"]: r["status"] for r in rows} == {first: "signing", second: "pending"}
+    # An immediate rotation (after a compromise): the newest signs, the other stays
+    # published for its live tokens, and is retired once they have all expired.
+    out = remit_cli("keys", "rotate", "--dir", str(keys_dir), "--activate-in", "0")
+    third = json.loads(out.stdout)["new"]
+    rows = json.loads(remit_cli("keys", "list", "--dir", str(keys_dir)).stdout)
+    assert {r["kid"]: r["status"] for r in rows} == {
+        first: "published", second: "pending", third: "signing",
+    }
+    time.sleep(2.1)
     rows = json.loads(
         remit_cli(
             "keys", "list", "--dir", str(keys_dir), "--max-token-ttl", "1", "--margin", "1"
         ).stdout
     )
-    assert {r["kid"]: r["status"] for r in rows}[second] == "signing"
+    assert {r["kid"]: r["status"] for r in rows}[first] == "retired"
+    assert {r["kid"]: r["status"] for r in rows}[third] == "signing"
 
 
 def test_demo_runs_and_every_step_behaves(redis_url: str) -> None:

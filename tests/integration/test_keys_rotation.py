@@ -211,3 +211,16 @@ def test_running_server_picks_up_a_key_rotated_elsewhere(
         with pytest.raises(remit.Denied) as exc:
             v.check(token, action="payments.transfer", args=ARGS)
         assert exc.value.code == "revoked"
+
+
+def test_a_pre_published_key_is_in_the_jwks_before_it_signs(tmp_path: Path) -> None:
+    """rotate with activate_in: every verifier can learn the key before any token uses it."""
+    store = KeyStore(tmp_path / "keys")
+    old = store.generate(now=1000.0)
+    new = store.generate(now=2000.0, activate_in=60)
+    kids = lambda now: {k.kid for k in store.published(now=now, max_token_ttl=300, margin=60)}  # noqa: E731
+    assert store.signing_key(2000.0).kid == old.kid
+    assert kids(2000.0) == {old.kid, new.kid}  # published at once
+    assert store.signing_key(2060.0).kid == new.kid  # signs once active
+    assert kids(2060.0 + 300 + 59) == {old.kid, new.kid}  # old tokens may still live
+    assert kids(2060.0 + 300 + 61) == {new.kid}
