@@ -27,6 +27,7 @@ from ._errors import (
 from ._jwks import load_jwks
 from ._keys import KeySet, PublicKey, jwk_thumbprint
 from ._narrowing import is_narrower
+from ._retry import Retry
 from ._token import peek_unverified
 from ._verifier import Decision, Verifier
 
@@ -50,6 +51,7 @@ __all__ = [
     "PermissionDenied",
     "PublicKey",
     "RemitError",
+    "Retry",
     "ServiceError",
     "Unauthenticated",
     "Unavailable",

@@ -2,11 +2,19 @@
 
 Errors come back as :mod:`remit` exceptions (``remit.PermissionDenied`` …), never
 as raw ``grpc.RpcError``: callers should not need to know the transport.
+
+Faults: a call the service could not take (``UNAVAILABLE``: the service is down,
+restarting or draining, or its Redis is) is retried with backoff (:class:`remit.Retry`)
+when repeating it is safe, and surfaces as ``remit.Unavailable`` otherwise. Several
+service replicas can sit behind one client: calls are spread round robin over them
+and skip a replica that is down.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +31,7 @@ from ._errors import (
     Unauthenticated,
     Unavailable,
 )
+from ._retry import Retry
 from .v1 import remit_pb2, remit_pb2_grpc
 
 __all__ = ["Client", "Grant"]
@@ -35,7 +44,94 @@ _ERRORS: dict[grpc.StatusCode, type[ServiceError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+    # This client never cancels a call, so CANCELLED comes from the other side: a service
+    # that is stopping cancels the calls it had received but not yet started.
+    grpc.StatusCode.CANCELLED: Unavailable,
 }
+
+# Methods a retry cannot make do anything the first attempt would not have done:
+#   GetGrant, ListGrants, GetKeys  read only.
+#   Revoke                         revoking what is revoked is a no-op (the answer's
+#                                  revoked_at is then the retry's time).
+#   Mint                           writes only the new token's own record; if the first
+#                                  attempt did reach the service, a retry at worst mints
+#                                  an extra token that nobody receives and that expires
+#                                  unused (it is under the same grant, so revoking the
+#                                  grant still kills it).
+# CreateGrant is NOT here: a retry after the request reached the service records the
+# consent twice. grpcio does not say whether a failed call left the client (the only
+# hint is the wording of the error details, which differs between load-balancing
+# policies and grpc versions), so CreateGrant is never retried: on
+# remit.Unavailable the caller must assume the grant may exist (list_grants shows it).
+_IDEMPOTENT = frozenset({"GetGrant", "ListGrants", "GetKeys", "Revoke", "Mint"})
+_RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+# Target schemes grpc resolves itself; such a target is passed through as given.
+_SCHEMES = ("ipv4:", "ipv6:", "dns:", "unix:", "unix-abstract:", "vsock:", "xds:")
+_sleep = time.sleep  # a module attribute so tests can watch the backoff
+DEFAULT_RETRY = Retry()
+
+
+def _error(err: grpc.RpcError) -> ServiceError:
+    code = err.code()
+    detail = err.details() or code.name
+    field = None
+    for key, value in err.trailing_metadata() or ():
+        if key == "remit-field":
+            field = value
+    return _ERRORS.get(code, ServiceError)(detail, field=field)
+
+
+def _pushback(err: grpc.RpcError) -> float | None:
+    """The server's ``grpc-retry-pushback-ms`` (gRPC retry design A6) in seconds: None if
+    absent; negative if the server asks not to retry (a negative or unparsable value)."""
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-retry-pushback-ms":
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+            if not text.isascii() or not text.isdigit():
+                return -1.0
+            return int(text) / 1000
+    return None
+
+
+def _address(text: str) -> tuple[int, str]:
+    """``host:port`` of an IP literal -> (IP version, ``host:port`` as grpc wants it)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"target {text!r}: expected host:port")
+    try:
+        ip = ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+    except ValueError:
+        raise ValueError(
+            f"target {text!r}: several targets must be IP addresses (127.0.0.1:50051, "
+            "[::1]:50051); for a host name that resolves to every replica give the one "
+            "target dns:///name:port"
+        ) from None
+    return ip.version, (f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}")
+
+
+def channel_target(target: str | Sequence[str]) -> str:
+    """The grpc target for ``target``: one ``host:port`` (or a grpc URI such as
+    ``dns:///name:port``) as given; several replicas (``"a:p1,b:p2"`` or a list) as one
+    static ``ipv4:`` / ``ipv6:`` target the channel balances over."""
+    if isinstance(target, str):
+        text = target.strip()
+        if text.startswith(_SCHEMES):
+            return text
+        parts = text.split(",")
+    else:
+        parts = list(target)
+    parts = [p.strip() for p in parts]
+    if not parts or not all(parts):
+        raise ValueError(f"target {target!r}: empty address")
+    if len(parts) == 1:
+        return parts[0]
+    addresses = [_address(p) for p in parts]
+    versions = {v for v, _ in addresses}
+    if len(versions) > 1:
+        raise ValueError(f"target {target!r}: mixes IPv4 and IPv6 addresses")
+    return f"ipv{versions.pop()}:" + ",".join(a for _, a in addresses)
 
 
 @dataclass(frozen=True)
@@ -90,7 +186,21 @@ def _capability_messages(caps: Sequence[Mapping[str, Any]]) -> list[remit_pb2.Ca
 
 
 class Client:
-    """Talk to a remit service as an app. ``target`` is ``host:port``.
+    """Talk to a remit service as an app.
+
+    ``target``: ``host:port``, a grpc URI (``dns:///name:port``), or several replicas of
+    one service (same Redis, prefix and keys) as ``"10.0.0.1:50051,10.0.0.2:50051"`` or a
+    list of IP ``host:port``. Calls are spread round robin over the addresses; a replica
+    that is down is skipped until it answers again.
+
+    ``timeout``: seconds per attempt. ``retry``: how calls the service could not take
+    are retried (:class:`remit.Retry`; ``None``: never). Only calls that are safe to
+    repeat are retried: ``get_grant``, ``list_grants``, ``jwks``, ``issuer``, ``mint``
+    and ``revoke``, on ``UNAVAILABLE``, ``DEADLINE_EXCEEDED`` or ``CANCELLED`` (a stopping
+    service cancels calls it had not started). ``create_grant`` is never retried: on
+    ``remit.Unavailable`` the grant may or may not have been recorded.
+    With a retry policy the channel also reconnects to a restarted service on the same
+    schedule (gRPC's default would wait 1 s, then longer, up to 2 min).
 
     ``credentials``: ``grpc.ssl_channel_credentials(...)`` for TLS; plaintext otherwise
     (fine on loopback, not across a network).
@@ -98,36 +208,57 @@ class Client:
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         api_key: str,
         timeout: float = 10.0,
         credentials: grpc.ChannelCredentials | None = None,
+        retry: Retry | None = DEFAULT_RETRY,
     ) -> None:
         if not api_key:
             raise ValueError("api_key is required")
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError("retry must be a remit.Retry or None")
+        options: list[tuple[str, Any]] = [("grpc.lb_policy_name", "round_robin")]
+        if retry is not None:
+            options += [
+                ("grpc.initial_reconnect_backoff_ms", max(1, round(retry.initial * 1000))),
+                ("grpc.max_reconnect_backoff_ms", max(1, round(retry.maximum * 1000))),
+            ]
+        grpc_target = channel_target(target)
         self._channel = (
-            grpc.secure_channel(target, credentials)
+            grpc.secure_channel(grpc_target, credentials, options=options)
             if credentials is not None
-            else grpc.insecure_channel(target)
+            else grpc.insecure_channel(grpc_target, options=options)
         )
         self._stub = remit_pb2_grpc.RemitStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = (("authorization", f"Bearer {api_key}"),)
         self._timeout = timeout
+        self._retry = retry
+        self._closed = False
 
     def _call(self, method: str, request: Any) -> Any:
-        try:
-            return getattr(self._stub, method)(
-                request, metadata=self._metadata, timeout=self._timeout
-            )
-        except grpc.RpcError as err:
-            code = err.code()
-            detail = err.details() or code.name
-            field = None
-            for key, value in err.trailing_metadata() or ():
-                if key == "remit-field":
-                    field = value
-            raise _ERRORS.get(code, ServiceError)(detail, field=field) from None
+        attempts = 1
+        if self._retry is not None and method in _IDEMPOTENT:
+            attempts = self._retry.attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return getattr(self._stub, method)(
+                    request, metadata=self._metadata, timeout=self._timeout
+                )
+            except grpc.RpcError as err:
+                if attempt < attempts and err.code() in _RETRYABLE and not self._closed:
+                    assert self._retry is not None
+                    delay = _pushback(err)
+                    if delay is None:
+                        delay = self._retry.backoff(attempt)
+                    else:  # the server's word, within our own bound
+                        delay = min(delay, self._retry.maximum)
+                    if delay >= 0:
+                        _sleep(delay)
+                        continue
+                raise _error(err) from None
+        raise AssertionError("unreachable")  # pragma: no cover (the loop returns or raises)
 
     def create_grant(
         self,
@@ -239,6 +370,7 @@ class Client:
         return issuer
 
     def close(self) -> None:
+        self._closed = True  # a call cut by close() (CANCELLED) is not retried
         self._channel.close()
 
     def __enter__(self) -> Client:

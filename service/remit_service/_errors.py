@@ -56,4 +56,8 @@ class Inactive(ServiceFault):
 
 
 class StoreDown(ServiceFault):
-    pass
+    """``retryable=False`` when Redis timed out: an immediate retry would only wait again."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable

@@ -63,8 +63,14 @@ def _rpc(
         try:
             return method(self, request, context)
         except ServiceFault as fault:
+            trailers = []
             if fault.field:
-                context.set_trailing_metadata(((FIELD_KEY, fault.field),))
+                trailers.append((FIELD_KEY, fault.field))
+            if isinstance(fault, StoreDown) and not fault.retryable:
+                # gRPC's standard hint: do not retry (a client would only time out again).
+                trailers.append(("grpc-retry-pushback-ms", "-1"))
+            if trailers:
+                context.set_trailing_metadata(tuple(trailers))
             context.abort(STATUS_OF[type(fault)], fault.message)
         except Exception:
             log.exception("internal error in %s", method.__name__)

@@ -29,6 +29,7 @@ PUBLIC_REMIT = {
     "PermissionDenied",
     "PublicKey",
     "RemitError",
+    "Retry",
     "ServiceError",
     "Unauthenticated",
     "Unavailable",
