@@ -362,7 +362,8 @@ def parse_capability(obj: Any, path: str = "", *, token_form: bool = False) -> C
     allowed = {"action", "args"} | ({"type", "limits"} if token_form else set())
     unknown = set(obj) - allowed
     if unknown:
-        raise ConstraintError(path, f"unknown members {sorted(unknown)}")
+        # by repr: member names from Python callers may be of mixed, unorderable types
+        raise ConstraintError(path, f"unknown members {sorted(unknown, key=repr)}")
     if token_form and obj.get("type") != "remit.capability":
         raise ConstraintError(f"{prefix}type", "must be 'remit.capability'")
     if "limits" in obj:
