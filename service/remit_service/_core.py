@@ -12,6 +12,7 @@ import hmac
 import json
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ MAX_PURPOSE = 1024
 _JWS_OVERHEAD = 200  # header segment, dots and signature, rounded up
 DEFAULT_GRANT_TTL = 3600
 MAX_PAGE = 1000
+PARSED_GRANTS = 256  # grants whose parsed capabilities Mint keeps (see Core._granted)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,9 @@ class Core:
         self._store = store
         self._clock = clock
         self.keys = RedisKeys(config.prefix)
+        # grant id -> (the record they were parsed from, its parsed capabilities)
+        self._parsed: dict[str, tuple[GrantRecord, tuple[Capability, ...]]] = {}
+        self._parsed_lock = threading.Lock()
 
     # -- authentication -----------------------------------------------------------
 
@@ -227,7 +232,8 @@ class Core:
             raise Inactive(f"grant {grant.id} is revoked")
         if now >= grant.expires_at:
             raise Inactive(f"grant {grant.id} has expired")
-        granted = parse_capabilities(grant.capabilities)
+        granted = self._granted(grant)
+        caps: Sequence[Capability]
         if capabilities:
             caps = self._capabilities(capabilities, "capabilities")
             for i, cap in enumerate(caps):
@@ -269,6 +275,20 @@ class Core:
             keep_for=exp - now + self.config.revocation_margin,
         )
         return MintResult(token=token, jti=jti, expires_at=exp)
+
+    def _granted(self, grant: GrantRecord) -> tuple[Capability, ...]:
+        """The grant's capabilities, parsed. Reused only for the very record object they
+        were parsed from (the store hands out one shared record per exact stored bytes),
+        so a changed record is always parsed afresh."""
+        hit = self._parsed.get(grant.id)
+        if hit is not None and hit[0] is grant:
+            return hit[1]
+        caps = tuple(parse_capabilities(grant.capabilities))
+        with self._parsed_lock:
+            if len(self._parsed) >= PARSED_GRANTS:
+                self._parsed.pop(next(iter(self._parsed)))  # oldest entry first
+            self._parsed[grant.id] = (grant, caps)
+        return caps
 
     def _claims(
         self,
