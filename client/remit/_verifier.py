@@ -81,7 +81,8 @@ class Verifier:
     ``iat`` must be within ``proof_window`` seconds, and its ``jti`` is single use:
     ``replay="redis"`` (the default when ``redis`` is given) claims it in Redis so a
     proof is refused at every backend after its first use; ``"local"`` only within
-    this process.
+    this process. ``require_binding=True`` refuses bearer tokens altogether
+    (``proof_required``): for backends whose actions must never run on a stolen token.
 
     Key rotation: a verifier built with :meth:`from_jwks` from an ``http(s)://`` URL
     keeps the URL. On a token whose ``kid`` it does not know, it refetches the JWKS
@@ -114,6 +115,7 @@ class Verifier:
         cache_size: int = 10_000,
         replay: ReplayMode | None = None,
         proof_window: int = 30,
+        require_binding: bool = False,
     ) -> None:
         if isinstance(keys, KeySet):
             self._keys = keys
@@ -163,6 +165,7 @@ class Verifier:
         )
         self._proofs = ProofParser()
         self._proof_window = proof_window
+        self._require_binding = require_binding
         self.revocation_mode: RevocationMode = revocation
         self.replay_mode: ReplayMode = replay
 
@@ -230,6 +233,10 @@ class Verifier:
         if now + self._leeway < claims.nbf:
             raise Denied(Code.NOT_YET_VALID, f"token not valid before {claims.nbf}")
         pop: ProofClaims | None = None
+        if claims.cnf_jkt is None and self._require_binding:
+            raise Denied(
+                Code.PROOF_REQUIRED, "this backend accepts only tokens bound to an agent key"
+            )
         if claims.cnf_jkt is not None and not possession_proven:
             pop = self._check_proof(verified, proof, action, args, now)
         cap = self._authorize(verified, action, args)

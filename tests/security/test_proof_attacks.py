@@ -908,3 +908,14 @@ def test_concurrent_replay_across_two_verifiers_with_redis_allows_exactly_one(
     for _ in range(5):
         outcomes = _race(verifiers, token, make_proof(token))
         assert sorted(outcomes) == ["allowed"] + ["replayed"] * (THREADS - 1), outcomes
+
+
+def test_backend_requiring_binding_refuses_a_bearer_token() -> None:
+    """require_binding=True: a stolen *unbound* token is useless here too."""
+    verifier = make_verifier(require_binding=True)
+    bearer = sign(claims(), KEY)
+    with pytest.raises(Denied) as exc:
+        verifier.check(bearer, action=ACTION, args=ARGS)
+    assert exc.value.code == Code.PROOF_REQUIRED
+    token = bound_token()
+    assert verifier.check(token, action=ACTION, args=ARGS, proof=make_proof(token)).allowed
