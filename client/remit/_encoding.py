@@ -17,7 +17,13 @@ import math
 import re
 from typing import Any
 
-__all__ = ["b64url_decode", "b64url_encode", "canonical_json", "strict_json_loads"]
+__all__ = [
+    "b64url_decode",
+    "b64url_encode",
+    "canonical_json",
+    "split_compact",
+    "strict_json_loads",
+]
 
 _PAD = (b"", b"", b"==", b"=")
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
@@ -26,6 +32,21 @@ _VALUE = {c: i for i, c in enumerate(_ALPHABET)}
 # The low bits of the last character that an unpadded segment of length % 4 == 2 / 3
 # does not use; canonical encodings have them zero.
 _UNUSED_BITS = (0, 0, 0x0F, 0x03)
+
+
+def split_compact(value: object, max_bytes: int, what: str) -> tuple[str, str, str]:
+    """The three segments of a JWS compact string (``what``: "token", "proof"), after the
+    checks every such string gets first; ``ValueError`` names what is wrong."""
+    if type(value) is not str:
+        raise ValueError(f"{what} must be a string")
+    if len(value) > max_bytes:
+        raise ValueError(f"{what} longer than {max_bytes} bytes")
+    if not value.isascii():
+        raise ValueError(f"{what} contains non-ASCII characters")
+    parts = value.split(".")
+    if len(parts) != 3:
+        raise ValueError(f"{what} has {len(parts)} segments, expected 3")
+    return parts[0], parts[1], parts[2]
 
 
 def b64url_encode(data: bytes) -> str:

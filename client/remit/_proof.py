@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 
 import rfc8785
 
-from ._encoding import b64url_decode, b64url_encode, strict_json_loads
-from ._errors import Code, Denied
+from ._encoding import b64url_decode, b64url_encode, split_compact, strict_json_loads
+from ._errors import Code, Denied, KeyLoadError
 from ._keys import PublicKey
 
 __all__ = [
@@ -117,7 +117,7 @@ class ProofParser:
             raise _bad("proof jwk must be an Ed25519 (OKP) key")
         try:
             key = PublicKey(b64url_decode(jwk["x"]))
-        except (ValueError, Exception) as exc:  # KeyLoadError or base64
+        except (ValueError, KeyLoadError) as exc:  # base64, or not a 32-byte key
             raise _bad(f"proof jwk x: {exc}") from None
         if len(self._headers) >= self._max_headers:
             self._headers.clear()
@@ -126,16 +126,10 @@ class ProofParser:
 
     def parse(self, proof: object, expected_jkt: str) -> ProofClaims:
         """Check structure, key binding and signature; the caller checks the claims."""
-        if type(proof) is not str:
-            raise _bad("proof must be a string")
-        if len(proof) > MAX_PROOF_BYTES:
-            raise _bad(f"proof longer than {MAX_PROOF_BYTES} bytes")
-        if not proof.isascii():
-            raise _bad("proof contains non-ASCII characters")
-        parts = proof.split(".")
-        if len(parts) != 3:
-            raise _bad(f"proof has {len(parts)} segments, expected 3")
-        h64, p64, s64 = parts
+        try:
+            h64, p64, s64 = split_compact(proof, MAX_PROOF_BYTES, "proof")
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
         key = self._key(h64)
         if key.kid != expected_jkt:
             raise Denied(
@@ -147,7 +141,7 @@ class ProofParser:
         except ValueError as exc:
             raise _bad(f"proof segment: {exc}") from None
         if len(signature) != 64 or not key.verify(
-            proof[: len(h64) + len(p64) + 1].encode(), signature
+            f"{h64}.{p64}".encode("ascii"), signature
         ):
             raise _bad("proof signature does not verify")
         try:

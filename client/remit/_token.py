@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from ._constraints import Capability, ConstraintError, parse_capabilities
-from ._encoding import b64url_decode, strict_json_loads
+from ._encoding import b64url_decode, split_compact, strict_json_loads
 from ._errors import Code, Denied
 
 __all__ = [
@@ -95,16 +95,10 @@ def split_token(
     ``known_headers`` maps header segments that already passed :func:`_parse_header`
     to their kid: one issuer key has one header, so the usual token skips its parse.
     """
-    if type(token) is not str:
-        raise _malformed("token must be a string")
-    if len(token) > max_bytes:
-        raise _malformed(f"token longer than {max_bytes} bytes")
-    if not token.isascii():
-        raise _malformed("token contains non-ASCII characters")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise _malformed(f"token has {len(parts)} segments, expected 3")
-    h64, p64, s64 = parts
+    try:
+        h64, p64, s64 = split_compact(token, max_bytes, "token")
+    except ValueError as exc:
+        raise _malformed(str(exc)) from None
     kid = known_headers.get(h64) if known_headers is not None else None
     if kid is None:
         kid = _parse_header(h64)
@@ -119,7 +113,7 @@ def split_token(
         header=h64,
         kid=kid,
         payload=payload,
-        signing_input=token[: len(h64) + len(p64) + 1].encode("ascii"),
+        signing_input=f"{h64}.{p64}".encode("ascii"),
         signature=signature,
     )
 

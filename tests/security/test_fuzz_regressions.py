@@ -11,11 +11,8 @@ the harness itself), and on a fixed sample of random inputs.
 from __future__ import annotations
 
 import base64
-import importlib.machinery
-import importlib.util
 import random
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,6 +21,7 @@ from remit import Code, ConstraintError, Denied, is_narrower
 from remit._constraints import compile_capability, parse_capability
 from remit._verifier import _check_args
 
+from tests.scripts import load_script
 from tests.security.test_fuzz import (
     KEY,
     VALID_TOKEN,
@@ -170,17 +168,7 @@ def test_is_narrower_still_takes_lists_tuples_and_capabilities() -> None:
 # --- the atheris harness, without atheris ------------------------------------------------
 
 
-def _harness() -> ModuleType:
-    path = str(ROOT / "scripts" / "fuzz_atheris")
-    loader = importlib.machinery.SourceFileLoader("fuzz_atheris", path)
-    spec = importlib.util.spec_from_loader("fuzz_atheris", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-HARNESS = _harness()
+HARNESS = load_script("fuzz_atheris")
 
 # Inputs that broke the harness's own generators in the first campaigns (huge-int arithmetic
 # while mutating a document or a bound); remit was not at fault. Pinned so the harness stays

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
-from functools import cache
-from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,6 +22,8 @@ from remit import Code, Denied
 from remit._encoding import strict_json_loads
 from remit._proof import args_hash
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors" / "proofs.json"
 GENERATOR = ROOT / "scripts" / "gen_proof_vectors"
@@ -35,14 +34,8 @@ PROOF_CODES = {"proof_required", "bad_proof", "proof_key_mismatch", "proof_misma
                "proof_expired", "replayed"}
 
 
-@cache
 def generator() -> ModuleType:
-    loader = SourceFileLoader("gen_proof_vectors", str(GENERATOR))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script("gen_proof_vectors")
 
 
 def vector_verifier() -> remit.Verifier:

@@ -7,9 +7,6 @@ and be exactly what scripts/gen_token_vectors writes today.
 from __future__ import annotations
 
 import base64
-import importlib.util
-from functools import cache
-from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,6 +18,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from remit import Code, Denied
 from remit._encoding import strict_json_loads
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors" / "tokens.json"
 GENERATOR = ROOT / "scripts" / "gen_token_vectors"
@@ -29,14 +28,8 @@ DATA: dict[str, Any] = strict_json_loads(VECTORS.read_bytes())
 CASES: list[dict[str, Any]] = DATA["cases"]
 
 
-@cache
 def generator() -> ModuleType:
-    loader = SourceFileLoader("gen_token_vectors", str(GENERATOR))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script("gen_token_vectors")
 
 
 def vector_verifier() -> remit.Verifier:
