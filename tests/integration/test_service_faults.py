@@ -372,7 +372,11 @@ def test_rolling_restart_is_invisible_to_a_retrying_round_robin_client(
     """SIGTERM one replica, restart it, then the other, while a client mints in a loop:
     calls the stopping replica refuses or cancels are retried on the other one."""
     a, b = spawn(), spawn()
-    client = remit.Client([a.target, b.target], api_key=API_KEY, timeout=5, retry=FAST)
+    # The client reconnects to a restarted replica within its reconnect backoff (at most
+    # retry.maximum, plus jitter); its retries must outlast that window, or the moment
+    # the second replica stops, before the first is back in the pool, is a real outage.
+    patient = remit.Retry(attempts=8, initial=0.05, maximum=0.4)
+    client = remit.Client([a.target, b.target], api_key=API_KEY, timeout=5, retry=patient)
     grant = _grant(client)
     errors: list[BaseException] = []
     ok: list[float] = []
@@ -397,6 +401,7 @@ def test_rolling_restart_is_invisible_to_a_retrying_round_robin_client(
             seen = len(ok)
             _wait_for(lambda n=seen: len(ok) >= n + 20, 5, "no progress on one replica")
             svc.start()
+            time.sleep(1.0)  # > the client's reconnect backoff: the replica is back in the pool
             ok.clear()
     finally:
         stop.set()
