@@ -61,6 +61,7 @@ class Code(StrEnum):
     REPLAYED = "replayed"  # proof jti already used
     REVOKED = "revoked"
     REVOCATION_UNAVAILABLE = "revocation_unavailable"
+    AUDIT_UNAVAILABLE = "audit_unavailable"  # audit="sync" and the event cannot be written
 
 
 # Which denials are about *who is calling* (the credential) rather than *what* is being
@@ -103,7 +104,7 @@ class Denied(RemitError):
     def kind(self) -> str:
         """``unauthenticated``, ``permission_denied`` or ``unavailable``: how a transport
         should report this denial (HTTP 401 / 403 / 503, gRPC status of that name)."""
-        if self.code is Code.REVOCATION_UNAVAILABLE:
+        if self.code is Code.REVOCATION_UNAVAILABLE or self.code is Code.AUDIT_UNAVAILABLE:
             return "unavailable"
         return "unauthenticated" if self.code in _CREDENTIAL_CODES else "permission_denied"
 

@@ -17,9 +17,19 @@ import inspect
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple, TypeVar, cast
 
+from ._audit import (
+    DEFAULT_BUFFER,
+    DEFAULT_MAXLEN,
+    AuditMode,
+    AuditStats,
+    DecisionAudit,
+    Who,
+    audit_stream,
+)
 from ._constraints import (
     Capability,
     CompiledCapability,
@@ -97,6 +107,18 @@ class Verifier:
     but a token already verified and cached stays valid until its ``exp``.
     Verifiers built from a mapping, a file or a :class:`KeySet` never refetch.
     Known ``kid``s cost nothing extra.
+
+    Audit (docs/audit.md): every decision, allowed or denied, is appended to the Redis
+    stream ``<prefix>audit`` with a digest of the arguments; their values only for the
+    actions named in ``audit_args`` (exact names or ``x.*``), since they can be secrets.
+    ``audit="buffered"`` (the default whenever ``redis`` is given) adds no Redis round
+    trip to ``check``: a daemon thread writes batches; at most ``audit_buffer`` events
+    wait, beyond that they are dropped and counted (:meth:`audit_stats`, a log warning),
+    never blocking a check. ``"sync"`` writes before ``check`` returns and denies the
+    call with ``audit_unavailable`` when it cannot. ``"off"`` records nothing; it is the
+    default only without ``redis``, i.e. for verifiers that already run with
+    ``revocation="off"`` (tests only) and have nowhere to write. A security product
+    records by default: an operator who wants no trail says so.
     """
 
     def __init__(
@@ -116,6 +138,10 @@ class Verifier:
         replay: ReplayMode | None = None,
         proof_window: int = 30,
         require_binding: bool = False,
+        audit: AuditMode | None = None,
+        audit_args: Collection[str] = (),
+        audit_buffer: int = DEFAULT_BUFFER,
+        audit_maxlen: int | None = DEFAULT_MAXLEN,
     ) -> None:
         if isinstance(keys, KeySet):
             self._keys = keys
@@ -168,6 +194,29 @@ class Verifier:
         self._require_binding = require_binding
         self.revocation_mode: RevocationMode = revocation
         self.replay_mode: ReplayMode = replay
+        # -- audit trail (remit._audit): records each decision after it is made --
+        if audit is None:
+            audit = "buffered" if redis is not None else "off"
+        if audit not in ("buffered", "sync", "off"):
+            raise ValueError(f"unknown audit mode {audit!r}; use 'buffered', 'sync' or 'off'")
+        if audit != "off" and redis is None:
+            raise ValueError(f'audit="{audit}" needs redis= (a URL or a client)')
+        self.audit_mode: AuditMode = audit
+        self._audit: DecisionAudit | None = None
+        if audit != "off":
+            self._audit = DecisionAudit(
+                connect(redis),
+                audit_stream(prefix),
+                mode=audit,
+                audience=audience,
+                record_args=audit_args,
+                buffer=audit_buffer,
+                maxlen=audit_maxlen,
+                clock=clock,
+                owned=isinstance(redis, str),
+            )
+            # An unclosed verifier must not leave its thread behind once it is collected.
+            weakref.finalize(self, self._audit.abandon)
 
     @classmethod
     def from_jwks(
@@ -207,7 +256,44 @@ class Verifier:
         proof: str | None = None,
     ) -> Decision:
         """Allow the call or raise :class:`Denied`. ``args`` are the call's JSON arguments."""
-        return self._check(token, action, args, proof, possession_proven=False)
+        return self._audited(token, action, args, proof, False)
+
+    def _audited(
+        self,
+        token: str,
+        action: str,
+        args: Mapping[str, Any] | None,
+        proof: str | None,
+        possession_proven: bool,
+    ) -> Decision:
+        """The decision, recorded in the audit trail once it is made (if audit is on).
+        Who is recorded only from a verified token (this verifier's cache): a forged
+        token's claims never reach the trail."""
+        audit = self._audit
+        if audit is None:
+            return self._check(token, action, args, proof, possession_proven=possession_proven)
+        known = self._cache.get(token) if type(token) is str else None
+        try:
+            decision = self._check(token, action, args, proof, possession_proven=possession_proven)
+        except Denied as denied:
+            if known is None and type(token) is str:
+                known = self._cache.get(token)
+            claims = known.claims if known is not None else None
+            audit.record(False, denied.code.value, claims, action, args, denied=denied)
+            raise
+        if known is None:
+            known = self._cache.get(token)
+        who: Claims | Who = (
+            known.claims
+            if known is not None
+            else Who(decision.grant_id, decision.token_id, decision.agent, decision.subject, ())
+        )
+        audit.record(True, "ok", who, action, args)  # sync: may deny (audit_unavailable)
+        return decision
+
+    def audit_stats(self) -> AuditStats | None:
+        """Counters of the audit trail (written, dropped, pending…); None when off."""
+        return self._audit.stats() if self._audit is not None else None
 
     def _check(
         self,
@@ -407,12 +493,12 @@ class Verifier:
                 creds = current_credentials()
                 if creds is None:
                     raise Denied(Code.TOKEN_REQUIRED, f"no remit token for {action!r}")
-                self._check(
+                self._audited(
                     creds.token,
                     action,
                     _bound_args(signature, a, kw),
                     creds.proof,
-                    possession_proven=creds.possession_proven,
+                    creds.possession_proven,
                 )
 
             if inspect.iscoroutinefunction(fn):
@@ -434,7 +520,10 @@ class Verifier:
         return decorate
 
     def close(self) -> None:
-        """Release the Redis connection if this verifier created it."""
+        """Write the buffered audit events (as far as Redis allows), stop the audit
+        thread, release the Redis connections this verifier created."""
+        if self._audit is not None:
+            self._audit.close()
         self._state.close()
 
     def __enter__(self) -> Verifier:
