@@ -50,7 +50,7 @@ _ERRORS: dict[grpc.StatusCode, type[ServiceError]] = {
 }
 
 # Methods a retry cannot make do anything the first attempt would not have done:
-#   GetGrant, ListGrants, GetKeys  read only.
+#   GetGrant, ListGrants, GetKeys, GetAlignment  read only.
 #   Revoke                         revoking what is revoked is a no-op (the answer's
 #                                  revoked_at is then the retry's time).
 #   Mint                           writes only the new token's own record; if the first
@@ -63,7 +63,7 @@ _ERRORS: dict[grpc.StatusCode, type[ServiceError]] = {
 # hint is the wording of the error details, which differs between load-balancing
 # policies and grpc versions), so CreateGrant is never retried: on
 # remit.Unavailable the caller must assume the grant may exist (list_grants shows it).
-_IDEMPOTENT = frozenset({"GetGrant", "ListGrants", "GetKeys", "Revoke", "Mint"})
+_IDEMPOTENT = frozenset({"GetGrant", "ListGrants", "GetKeys", "Revoke", "Mint", "GetAlignment"})
 _RETRYABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 )
@@ -237,14 +237,14 @@ class Client:
         self._retry = retry
         self._closed = False
 
-    def _call(self, method: str, request: Any) -> Any:
+    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         attempts = 1
         if self._retry is not None and method in _IDEMPOTENT:
             attempts = self._retry.attempts
         for attempt in range(1, attempts + 1):
             try:
                 return getattr(self._stub, method)(
-                    request, metadata=self._metadata, timeout=self._timeout
+                    request, metadata=self._metadata, timeout=timeout or self._timeout
                 )
             except grpc.RpcError as err:
                 if attempt < attempts and err.code() in _RETRYABLE and not self._closed:
@@ -355,6 +355,25 @@ class Client:
         )
         revoked_at: int = self._call("Revoke", request).revoked_at
         return revoked_at
+
+    def get_alignment(
+        self,
+        *,
+        grant_id: str = "",
+        agent: str = "",
+        subject: str = "",
+        since_ms: int = 0,
+        timeout: float = 120.0,
+    ) -> dict[str, Any]:
+        """The action-alignment report (schema ``remit.alignment/v1``, docs/audit.md) over
+        the audit trail, for this app's grants only. The service reads the whole stream
+        (from ``since_ms``) per call, hence the longer default ``timeout``."""
+        request = remit_pb2.GetAlignmentRequest(
+            grant_id=grant_id, agent=agent, subject=subject, since_ms=since_ms
+        )
+        resp = self._call("GetAlignment", request, timeout=timeout)
+        report: dict[str, Any] = json.loads(resp.report_json)
+        return report
 
     def _keys(self) -> Any:
         return self._call("GetKeys", remit_pb2.GetKeysRequest())

@@ -23,6 +23,7 @@ from remit._narrowing import is_narrower
 from remit._redis_keys import RedisKeys
 from remit._token import MAX_TIME, MAX_TOKEN_BYTES
 
+from ._audit import ServiceAudit
 from ._config import AppPolicy, Config
 from ._errors import AuthFailed, BadRequest, Inactive, Missing, PolicyDenied, StoreDown
 from ._issuer import Issuer
@@ -77,8 +78,10 @@ class Core:
         store: GrantStore,
         *,
         clock: Callable[[], float] = time.time,
+        audit: ServiceAudit | None = None,
     ) -> None:
         self.config = config
+        self.audit = audit  # the audit trail (docs/audit.md); None: no events
         self._keystore = keystore
         self._issuer = Issuer(keystore)
         self._store = store
@@ -154,6 +157,8 @@ class Core:
             expires_at=now + ttl,
         )
         self._check_mintable(grant, caps)
+        if self.audit is not None:  # before the grant exists (see _audit.py)
+            self.audit.grant_created(grant, [c.to_json() for c in caps])
         self._store.create(grant, keep_for=ttl + self.config.revocation_margin)
         return grant
 
@@ -268,6 +273,17 @@ class Core:
                 f"the token would exceed {MAX_TOKEN_BYTES} bytes; mint fewer capabilities",
                 field="capabilities",
             )
+        if self.audit is not None:  # before the token is recorded and returned
+            self.audit.token_minted(
+                gid=grant.id,
+                jti=jti,
+                app=app.name,
+                agent=grant.agent,
+                sub=grant.subject,
+                exp=exp,
+                capabilities=claims["authorization_details"],
+                anc=claims["anc"],
+            )
         # Recorded before the token is returned: a token whose id the store does not
         # know could not be revoked by id.
         self._store.record_token(
@@ -364,6 +380,8 @@ class Core:
                 self._store.revoke_grant(
                     grant, at=now, reason=reason, keep_for=max(grant.expires_at - now, 0) + margin
                 )
+            if self.audit is not None:  # after the revocation, which never waits on it
+                self.audit.revoked(by=app.name, what={"gid": grant_id}, reason=reason)
             return now
         if not _ID.match(jti):
             raise BadRequest("jti: not a token id", field="jti")
@@ -371,7 +389,44 @@ class Core:
         if token is None or token.app != app.name:
             raise Missing(f"no live token {jti}")
         self._store.revoke_token(token, reason=reason, keep_for=max(token.exp - now, 0) + margin)
+        if self.audit is not None:  # after the revocation, which never waits on it
+            self.audit.revoked(by=app.name, what={"jti": jti}, reason=reason)
         return now
+
+    # -- alignment report (docs/audit.md) -------------------------------------------
+
+    def alignment(
+        self,
+        app: AppPolicy,
+        *,
+        grant_id: str = "",
+        agent: str = "",
+        subject: str = "",
+        since_ms: int = 0,
+    ) -> dict[str, Any]:
+        """The alignment report over the audit stream, restricted to ``app``'s grants."""
+        from ._alignment import Filters, ReportError, compute, store_lookup
+
+        if grant_id and not _ID.match(grant_id):
+            raise BadRequest("grant_id: not a grant id", field="grant_id")
+        if agent and not _PARTY.match(agent):
+            raise BadRequest("agent: at most 256 printable characters", field="agent")
+        if subject and not _PARTY.match(subject):
+            raise BadRequest("subject: at most 256 printable characters", field="subject")
+        if since_ms < 0 or since_ms > MAX_TIME:
+            raise BadRequest("since_ms: unix milliseconds, not negative", field="since_ms")
+        filters = Filters(
+            grant=grant_id, agent=agent, subject=subject, since_ms=since_ms, app=app.name
+        )
+        try:
+            report = compute(
+                self._store.client, self.keys.prefix + "audit", filters, store_lookup(self._store)
+            )
+        except ReportError as exc:
+            raise StoreDown(f"the audit stream cannot be read: {exc}") from None
+        if grant_id and not report["grants"]:
+            raise Missing(f"no grant {grant_id}")  # another app's grant does not exist for you
+        return report
 
     # -- keys and health -------------------------------------------------------------
 

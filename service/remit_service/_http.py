@@ -1,4 +1,4 @@
-"""The service's small HTTP side: ``/.well-known/jwks.json`` and ``/healthz``.
+"""The service's small HTTP side: ``/.well-known/jwks.json``, ``/healthz``, ``/metrics``.
 
 Standard library only (``http.server``): two read-only JSON endpoints do not
 justify a web framework in the service's dependencies.
@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ._core import Core
+from ._metrics import ServiceMetrics
 
 __all__ = ["HttpServer"]
 
@@ -20,11 +21,20 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "remit"
     sys_version = ""
     core: Core  # set on the subclass made per server
+    metrics: ServiceMetrics | None = None
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/.well-known/jwks.json":
             self._json(200, self.core.jwks(), cache="public, max-age=60")
+        elif path == "/metrics" and self.metrics is not None:
+            body, content_type = self.metrics.exposition()
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
         elif path == "/healthz":
             health = self.core.health()
             self._json(200 if health["status"] == "ok" else 503, health)
@@ -45,8 +55,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HttpServer:
-    def __init__(self, core: Core, host: str, port: int) -> None:
-        handler = type("Handler", (_Handler,), {"core": core})
+    def __init__(
+        self, core: Core, host: str, port: int, *, metrics: ServiceMetrics | None = None
+    ) -> None:
+        handler = type("Handler", (_Handler,), {"core": core, "metrics": metrics})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self.port: int = self._server.server_address[1]

@@ -13,11 +13,13 @@ from remit._redis import connect
 from remit._redis_keys import RedisKeys
 from remit.v1 import remit_pb2
 
+from ._audit import ServiceAudit
 from ._config import Config
 from ._core import Core
 from ._errors import StoreDown
 from ._http import HttpServer
 from ._keystore import KeyStore
+from ._metrics import ServiceMetrics
 from ._servicer import RemitServicer, add_to_server
 from ._store import GrantStore
 
@@ -37,9 +39,16 @@ class Server:
         self.keystore = KeyStore(config.keys_dir)
         self.keystore.current()  # fail at start, not at the first mint, if keys are unusable
         self._redis = connect(config.redis, timeout=2.0)
-        self.core = Core(config, self.keystore, GrantStore(self._redis, RedisKeys(config.prefix)))
+        self.core = Core(
+            config,
+            self.keystore,
+            GrantStore(self._redis, RedisKeys(config.prefix)),
+            audit=ServiceAudit(self._redis, config.prefix),
+        )
+        self.metrics = ServiceMetrics()  # served at /metrics on the HTTP port
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="remit-rpc"),
+            interceptors=[self.metrics.interceptor()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -59,7 +68,7 @@ class Server:
         self.grpc_port = self._grpc.add_insecure_port(f"{config.host}:{config.grpc_port}")
         if not self.grpc_port:
             raise OSError(f"cannot bind gRPC port {config.host}:{config.grpc_port}")
-        self._http = HttpServer(self.core, config.host, config.http_port)
+        self._http = HttpServer(self.core, config.host, config.http_port, metrics=self.metrics)
         self.http_port = self._http.port
         self._stopped = threading.Event()
         self._epoch_thread = threading.Thread(
@@ -81,7 +90,8 @@ class Server:
             try:
                 self.core.keep_epoch()
             except StoreDown:
-                pass  # Redis down: verifiers fail closed meanwhile; retry next second
+                # Redis down: verifiers fail closed meanwhile; retry next second
+                self.metrics.redis_errors.labels("epoch").inc()
             except Exception:
                 log.exception("keeping the revocation epoch failed")
             self._stopped.wait(EPOCH_CHECK_INTERVAL)

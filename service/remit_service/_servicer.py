@@ -166,6 +166,23 @@ def grant_message(grant: GrantRecord) -> remit_pb2.Grant:
     )
 
 
+MAX_REPORT_JSON = 900 * 1024  # under the 1 MiB message limit, with room for the envelope
+
+
+def _fit_report(report: dict[str, Any]) -> str:
+    """The report as JSON, dropping grants (least active last) until it fits a message;
+    ``truncated`` then says how many were left out (narrow the request to see them)."""
+    text = json.dumps(report, separators=(",", ":"))
+    grants = sorted(report["grants"], key=lambda g: -g["attempts"])
+    keep = len(grants)
+    while len(text.encode()) > MAX_REPORT_JSON and keep > 0:
+        keep //= 2
+        omitted = {"grants_omitted": len(grants) - keep}
+        report = {**report, "grants": grants[:keep], "truncated": omitted}
+        text = json.dumps(report, separators=(",", ":"))
+    return text
+
+
 class RemitServicer(remit_pb2_grpc.RemitServicer):
     def __init__(self, core: Core) -> None:
         self._core = core
@@ -235,6 +252,19 @@ class RemitServicer(remit_pb2_grpc.RemitServicer):
             self._app(context), jti=request.jti, grant_id=request.grant_id, reason=request.reason
         )
         return remit_pb2.RevokeResponse(revoked_at=at)
+
+    @_rpc
+    def GetAlignment(
+        self, request: remit_pb2.GetAlignmentRequest, context: grpc.ServicerContext
+    ) -> remit_pb2.GetAlignmentResponse:
+        report = self._core.alignment(
+            self._app(context),
+            grant_id=request.grant_id,
+            agent=request.agent,
+            subject=request.subject,
+            since_ms=request.since_ms,
+        )
+        return remit_pb2.GetAlignmentResponse(report_json=_fit_report(report))
 
     @_rpc
     def GetKeys(

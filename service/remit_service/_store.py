@@ -80,6 +80,11 @@ class GrantStore:
         self._r = client
         self._k = keys
 
+    @property
+    def client(self) -> RedisLike:
+        """The Redis client (the alignment report reads the audit stream with it)."""
+        return self._r
+
     def ping(self) -> bool:
         try:
             return bool(self._r.ping())

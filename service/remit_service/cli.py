@@ -277,6 +277,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             revocation=mode,
             redis=args.redis,
             prefix=args.prefix,
+            audit="off",  # an operator's test call is not an agent's call: not in the trail
         )
     except (remit.KeyLoadError, ValueError) as exc:
         raise UsageError(str(exc)) from None
@@ -336,6 +337,171 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
     return run_demo(redis_url=args.redis or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+# -- audit verify / export ---------------------------------------------------------------
+
+
+def _audit_client(args: argparse.Namespace) -> Any:
+    from remit._redis import connect
+
+    try:
+        return connect(args.redis, timeout=10.0)
+    except ValueError as exc:
+        raise UsageError(f"--redis: {exc}") from None
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Walk the stream; exit 0 when every writer's chain is intact, 1 on any problem."""
+    import redis
+
+    from ._audit_read import verify_stream
+
+    if args.from_id and not _valid_stream_id(args.from_id):
+        raise UsageError("--from: not a stream id (ms-seq)")
+    client = _audit_client(args)
+    try:
+        result = verify_stream(client, f"{args.prefix}audit", args.from_id)
+    except redis.RedisError as exc:
+        print(f"remit: Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    summary = {
+        "ok": result.ok,
+        "entries": result.entries,
+        "writers": len(result.writers),
+        "links_checked": result.checked_links,
+        "problems": len(result.problems),
+        "last_id": result.last_id,
+    }
+    if args.format == "json":
+        _print_json({**summary, "details": [p.to_json() for p in result.problems]})
+    else:
+        for p in result.problems:
+            where = f" writer {p.writer} n={p.n}" if p.writer else ""
+            print(f"{p.kind.upper():<10} {p.id}{where}: {p.detail}")
+        print(
+            f"{'OK' if result.ok else 'PROBLEMS'}: {result.entries} entries, "
+            f"{len(result.writers)} writers, {result.checked_links} links checked, "
+            f"{len(result.problems)} problems"
+        )
+    return 0 if result.ok else 1
+
+
+def _cmd_audit_export(args: argparse.Namespace) -> int:
+    """JSON lines on stdout; the last id goes to stderr and, with --state, to that file,
+    so the next run (same --state, or --from ID) continues after it."""
+    import redis
+
+    from ._audit_read import export_jsonl
+
+    state = Path(args.state) if args.state else None
+    start = args.from_id
+    if start is None and state is not None and state.exists():
+        start = state.read_text(encoding="utf-8").strip() or None
+    if start is not None and not _valid_stream_id(start):
+        raise UsageError(f"not a stream id (ms-seq): {start[:40]!r}")
+    client = _audit_client(args)
+    try:
+        count, last = export_jsonl(client, f"{args.prefix}audit", sys.stdout, start)
+    except redis.RedisError as exc:
+        print(f"remit: Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    sys.stdout.flush()
+    if state is not None and last is not None:
+        tmp = state.with_name(state.name + ".tmp")
+        tmp.write_text(last + "\n", encoding="utf-8")
+        tmp.replace(state)
+    print(json.dumps({"exported": count, "last_id": last}), file=sys.stderr)
+    return 0
+
+
+def _valid_stream_id(text: str) -> bool:
+    from ._audit_read import valid_stream_id as valid
+
+    return valid(text)
+
+
+def _audit_trail_parsers(asub: Any) -> None:
+    for name, text in (
+        ("verify", "check every writer's numbering and hash chain; exit 1 on any problem"),
+        ("export", "entries as JSON lines (resumable: --state FILE or --from ID)"),
+    ):
+        ap = asub.add_parser(name, help=text)
+        ap.add_argument(
+            "--redis",
+            default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            help="Redis URL (env REDIS_URL)",
+        )
+        ap.add_argument("--prefix", default="remit:", help="Redis key prefix (default remit:)")
+        ap.add_argument("--from", dest="from_id", help="start after this stream id")
+        if name == "verify":
+            ap.add_argument("--format", choices=("text", "json"), default="text")
+            ap.set_defaults(func=_cmd_audit_verify)
+        else:
+            ap.add_argument("--format", choices=("jsonl",), default="jsonl")
+            ap.add_argument("--state", help="file holding the last exported id (read, updated)")
+            ap.set_defaults(func=_cmd_audit_export)
+
+
+# -- audit report ---------------------------------------------------------------------
+
+
+def _cmd_audit_report(args: argparse.Namespace) -> int:
+    """The action-alignment report from the audit stream (docs/audit.md)."""
+    from remit._redis import connect
+    from remit._redis_keys import RedisKeys
+
+    from ._alignment import Filters, ReportError, compute, parse_since, store_lookup
+    from ._report_render import render
+    from ._store import GrantStore
+
+    try:
+        since = parse_since(args.since) if args.since else 0
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    filters = Filters(
+        grant=args.grant or "", agent=args.agent or "", subject=args.subject or "", since_ms=since
+    )
+    try:
+        client = connect(args.redis, timeout=10.0)
+    except ValueError as exc:
+        raise UsageError(f"--redis: {exc}") from None
+    try:
+        store = GrantStore(client, RedisKeys(args.prefix))
+        report = compute(client, f"{args.prefix}audit", filters, store_lookup(store))
+    except ReportError as exc:
+        print(f"remit: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    text = render(report, args.format)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _audit_report_parser(asub: Any) -> None:
+    rp = asub.add_parser("report", help="action-alignment report: granted vs exercised authority")
+    who = rp.add_mutually_exclusive_group()
+    who.add_argument("--grant", help="only this grant")
+    who.add_argument("--agent", help="only this agent's calls")
+    who.add_argument("--subject", help="only this user's grants")
+    rp.add_argument("--since", help="unix seconds, ISO 8601, or a duration back (24h, 7d)")
+    rp.add_argument("--format", choices=("text", "json", "html"), default="text")
+    rp.add_argument("--output", "-o", help="write to this file instead of stdout")
+    rp.add_argument(
+        "--redis",
+        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis URL (env REDIS_URL)",
+    )
+    rp.add_argument("--prefix", default="remit:", help="Redis key prefix (default remit:)")
+    rp.set_defaults(func=_cmd_audit_report)
 
 
 # -- parser ---------------------------------------------------------------------------
@@ -453,6 +619,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis", help="Redis URL (for --revocation strict)")
     p.add_argument("--prefix", default="remit:")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("audit", help="the audit trail: verify, export, alignment report")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    _audit_report_parser(audit_sub)
+    _audit_trail_parsers(audit_sub)
 
     p = sub.add_parser("inspect", help="decode a token WITHOUT verifying it")
     p.add_argument("token", help="the token, or - to read it from stdin")

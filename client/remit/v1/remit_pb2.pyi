@@ -133,3 +133,21 @@ class GetKeysResponse(_message.Message):
     jwks_json: str
     issuer: str
     def __init__(self, jwks_json: _Optional[str] = ..., issuer: _Optional[str] = ...) -> None: ...
+
+class GetAlignmentRequest(_message.Message):
+    __slots__ = ("grant_id", "agent", "subject", "since_ms")
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    grant_id: str
+    agent: str
+    subject: str
+    since_ms: int
+    def __init__(self, grant_id: _Optional[str] = ..., agent: _Optional[str] = ..., subject: _Optional[str] = ..., since_ms: _Optional[int] = ...) -> None: ...
+
+class GetAlignmentResponse(_message.Message):
+    __slots__ = ("report_json",)
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    report_json: str
+    def __init__(self, report_json: _Optional[str] = ...) -> None: ...

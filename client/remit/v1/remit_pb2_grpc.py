@@ -64,6 +64,11 @@ class RemitStub:
                 request_serializer=remit_dot_v1_dot_remit__pb2.GetKeysRequest.SerializeToString,
                 response_deserializer=remit_dot_v1_dot_remit__pb2.GetKeysResponse.FromString,
                 _registered_method=True)
+        self.GetAlignment = channel.unary_unary(
+                '/remit.v1.Remit/GetAlignment',
+                request_serializer=remit_dot_v1_dot_remit__pb2.GetAlignmentRequest.SerializeToString,
+                response_deserializer=remit_dot_v1_dot_remit__pb2.GetAlignmentResponse.FromString,
+                _registered_method=True)
 
 
 class RemitServicer:
@@ -111,6 +116,14 @@ class RemitServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAlignment(self, request, context):
+        """The action-alignment report (granted vs exercised authority) over the audit
+        trail, for the calling app's own grants only. App credential required.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RemitServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +156,11 @@ def add_RemitServicer_to_server(servicer, server):
                     servicer.GetKeys,
                     request_deserializer=remit_dot_v1_dot_remit__pb2.GetKeysRequest.FromString,
                     response_serializer=remit_dot_v1_dot_remit__pb2.GetKeysResponse.SerializeToString,
+            ),
+            'GetAlignment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAlignment,
+                    request_deserializer=remit_dot_v1_dot_remit__pb2.GetAlignmentRequest.FromString,
+                    response_serializer=remit_dot_v1_dot_remit__pb2.GetAlignmentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +325,33 @@ class Remit:
             '/remit.v1.Remit/GetKeys',
             remit_dot_v1_dot_remit__pb2.GetKeysRequest.SerializeToString,
             remit_dot_v1_dot_remit__pb2.GetKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAlignment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remit.v1.Remit/GetAlignment',
+            remit_dot_v1_dot_remit__pb2.GetAlignmentRequest.SerializeToString,
+            remit_dot_v1_dot_remit__pb2.GetAlignmentResponse.FromString,
             options,
             channel_credentials,
             insecure,
