@@ -61,6 +61,8 @@ class Code(StrEnum):
     REPLAYED = "replayed"  # proof jti already used
     REVOKED = "revoked"
     REVOCATION_UNAVAILABLE = "revocation_unavailable"
+    LIMIT_EXCEEDED = "limit_exceeded"  # a budget (uses / sum) of the capability is spent
+    LIMIT_UNAVAILABLE = "limit_unavailable"  # budgets unknown (Redis down): fail closed
 
 
 # Which denials are about *who is calling* (the credential) rather than *what* is being
@@ -103,7 +105,7 @@ class Denied(RemitError):
     def kind(self) -> str:
         """``unauthenticated``, ``permission_denied`` or ``unavailable``: how a transport
         should report this denial (HTTP 401 / 403 / 503, gRPC status of that name)."""
-        if self.code is Code.REVOCATION_UNAVAILABLE:
+        if self.code is Code.REVOCATION_UNAVAILABLE or self.code is Code.LIMIT_UNAVAILABLE:
             return "unavailable"
         return "unauthenticated" if self.code in _CREDENTIAL_CODES else "permission_denied"
 

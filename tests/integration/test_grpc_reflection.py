@@ -17,4 +17,6 @@ def test_reflection_lists_and_describes_remit(service: Server) -> None:
         remit_file = db.FindFileContainingSymbol("remit.v1.Remit")
         service_proto = next(s for s in remit_file.service if s.name == "Remit")
         methods = {m.name for m in service_proto.method}
-    assert methods == {"CreateGrant", "GetGrant", "ListGrants", "Mint", "Revoke", "GetKeys"}
+    assert methods == {
+        "CreateGrant", "GetGrant", "ListGrants", "Mint", "Revoke", "GetKeys", "Exchange", "Describe"
+    }
