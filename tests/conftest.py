@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.limits_redis import LimitsRedis
 from tests.redis_server import PrivateRedis
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -58,3 +59,21 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.kill()
+
+
+# --- budgets (limits) -------------------------------------------------------------------
+
+
+@pytest.fixture
+def limits_redis(redis_url: str) -> Iterator[LimitsRedis]:
+    """The Redis every budget test runs on: the shared server, a fresh prefix (with an
+    epoch, for strict revocation). Override this one fixture to run them on a cluster."""
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"remit-test-{uuid.uuid4().hex[:12]}:"
+    client.set(f"{prefix}epoch", 0)
+    try:
+        yield LimitsRedis(url=redis_url, client=client, prefix=prefix)
+    finally:
+        for key in list(client.scan_iter(match=f"{prefix}*", count=1000)):
+            client.delete(key)  # one by one: on a cluster the keys span many slots
+        client.close()

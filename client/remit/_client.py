@@ -15,9 +15,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -31,10 +31,14 @@ from ._errors import (
     Unauthenticated,
     Unavailable,
 )
+from ._exchange import EXCHANGE_ACTION, exchange_args
 from ._retry import Retry
 from .v1 import remit_pb2, remit_pb2_grpc
 
-__all__ = ["Client", "Grant"]
+if TYPE_CHECKING:
+    from .agent import AgentKey
+
+__all__ = ["Client", "Consent", "Exchanged", "Grant"]
 
 _ERRORS: dict[grpc.StatusCode, type[ServiceError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
@@ -58,12 +62,16 @@ _ERRORS: dict[grpc.StatusCode, type[ServiceError]] = {
 #                                  an extra token that nobody receives and that expires
 #                                  unused (it is under the same grant, so revoking the
 #                                  grant still kills it).
+#   Exchange                       the same as Mint; each attempt carries a fresh proof
+#                                  (a proof is single use, so a re-sent one is refused).
 # CreateGrant is NOT here: a retry after the request reached the service records the
 # consent twice. grpcio does not say whether a failed call left the client (the only
 # hint is the wording of the error details, which differs between load-balancing
 # policies and grpc versions), so CreateGrant is never retried: on
 # remit.Unavailable the caller must assume the grant may exist (list_grants shows it).
-_IDEMPOTENT = frozenset({"GetGrant", "ListGrants", "GetKeys", "Revoke", "Mint", "GetAlignment"})
+_IDEMPOTENT = frozenset(
+    {"GetGrant", "ListGrants", "GetKeys", "Revoke", "Mint", "Exchange", "Describe", "GetAlignment"}
+)
 _RETRYABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 )
@@ -157,10 +165,7 @@ class Grant:
             subject=m.subject,
             agent=m.agent,
             audience=list(m.audience),
-            capabilities=[
-                {"action": c.action, "args": json.loads(c.args_json or "{}")}
-                for c in m.capabilities
-            ],
+            capabilities=[_capability_from_message(c) for c in m.capabilities],
             purpose=m.purpose,
             created_at=m.created_at,
             expires_at=m.expires_at,
@@ -168,20 +173,58 @@ class Grant:
         )
 
 
+def _capability_from_message(c: remit_pb2.Capability) -> dict[str, Any]:
+    cap = {"action": c.action, "args": json.loads(c.args_json or "{}")}
+    if c.limits_json:
+        cap["limits"] = json.loads(c.limits_json)
+    return cap
+
+
+@dataclass(frozen=True)
+class Exchanged:
+    """A token from :meth:`Client.exchange`. ``depth``: how many ancestors it has."""
+
+    token: str
+    jti: str
+    expires_at: int
+    depth: int
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Consent text from :meth:`Client.describe`: the whole ``text``, one line per
+    capability, and the highest catalog ``risk`` (low, medium, high or unknown)."""
+
+    text: str
+    capabilities: list[str]
+    risk: str
+
+
 def _capability_messages(caps: Sequence[Mapping[str, Any]]) -> list[remit_pb2.Capability]:
     out = []
     for cap in caps:
-        if not isinstance(cap, Mapping) or set(cap) - {"action", "args"}:
+        if not isinstance(cap, Mapping) or set(cap) - {"action", "args", "limits"}:
             raise InvalidArgument(
-                "a capability is a mapping with 'action' and 'args'", field="capabilities"
+                "a capability is a mapping with 'action', 'args' and optionally 'limits'",
+                field="capabilities",
             )
         try:
             args_json = json.dumps(cap.get("args", {}), allow_nan=False, separators=(",", ":"))
+            limits = cap.get("limits")
+            limits_json = (
+                json.dumps(limits, allow_nan=False, separators=(",", ":"))
+                if limits is not None
+                else ""
+            )
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(
-                f"capability args are not JSON: {exc}", field="capabilities"
+                f"capability args or limits are not JSON: {exc}", field="capabilities"
             ) from None
-        out.append(remit_pb2.Capability(action=str(cap.get("action", "")), args_json=args_json))
+        out.append(
+            remit_pb2.Capability(
+                action=str(cap.get("action", "")), args_json=args_json, limits_json=limits_json
+            )
+        )
     return out
 
 
@@ -195,8 +238,9 @@ class Client:
 
     ``timeout``: seconds per attempt. ``retry``: how calls the service could not take
     are retried (:class:`remit.Retry`; ``None``: never). Only calls that are safe to
-    repeat are retried: ``get_grant``, ``list_grants``, ``jwks``, ``issuer``, ``mint``
-    and ``revoke``, on ``UNAVAILABLE``, ``DEADLINE_EXCEEDED`` or ``CANCELLED`` (a stopping
+    repeat are retried: ``get_grant``, ``list_grants``, ``jwks``, ``issuer``, ``mint``,
+    ``revoke``, ``describe`` and ``exchange`` (each attempt with a fresh proof), on
+    ``UNAVAILABLE``, ``DEADLINE_EXCEEDED`` or ``CANCELLED`` (a stopping
     service cancels calls it had not started). ``create_grant`` is never retried: on
     ``remit.Unavailable`` the grant may or may not have been recorded.
     With a retry policy the channel also reconnects to a restarted service on the same
@@ -204,19 +248,22 @@ class Client:
 
     ``credentials``: ``grpc.ssl_channel_credentials(...)`` for TLS; plaintext otherwise
     (fine on loopback, not across a network).
+
+    ``api_key`` may be omitted by an agent that only calls :meth:`exchange` (and
+    :meth:`jwks` / :meth:`issuer`): Exchange takes no app credential.
     """
 
     def __init__(
         self,
         target: str | Sequence[str],
         *,
-        api_key: str,
+        api_key: str | None = None,
         timeout: float = 10.0,
         credentials: grpc.ChannelCredentials | None = None,
         retry: Retry | None = DEFAULT_RETRY,
     ) -> None:
-        if not api_key:
-            raise ValueError("api_key is required")
+        if api_key is not None and not api_key:
+            raise ValueError("api_key must not be empty (omit it for an agent-only client)")
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError("retry must be a remit.Retry or None")
         options: list[tuple[str, Any]] = [("grpc.lb_policy_name", "round_robin")]
@@ -232,19 +279,28 @@ class Client:
             else grpc.insecure_channel(grpc_target, options=options)
         )
         self._stub = remit_pb2_grpc.RemitStub(self._channel)  # type: ignore[no-untyped-call]
-        self._metadata = (("authorization", f"Bearer {api_key}"),)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        )
+        self._issuer: str | None = None
         self._timeout = timeout
         self._retry = retry
         self._closed = False
 
-    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+    def _call(
+        self, method: str, request: Any, *, fresh: Callable[[], Any] | None = None,
+        metadata: tuple[tuple[str, str], ...] | None = None, timeout: float | None = None,
+    ) -> Any:
+        """``fresh``: builds the request for each attempt (Exchange: a new proof each)."""
         attempts = 1
         if self._retry is not None and method in _IDEMPOTENT:
             attempts = self._retry.attempts
         for attempt in range(1, attempts + 1):
             try:
                 return getattr(self._stub, method)(
-                    request, metadata=self._metadata, timeout=timeout or self._timeout
+                    fresh() if fresh is not None else request,
+                    metadata=self._metadata if metadata is None else metadata,
+                    timeout=timeout or self._timeout,
                 )
             except grpc.RpcError as err:
                 if attempt < attempts and err.code() in _RETRYABLE and not self._closed:
@@ -356,6 +412,73 @@ class Client:
         revoked_at: int = self._call("Revoke", request).revoked_at
         return revoked_at
 
+    def exchange(
+        self,
+        token: str,
+        key: AgentKey,
+        *,
+        capabilities: Sequence[Mapping[str, Any]] | None = None,
+        ttl: int = 0,
+        audience: Sequence[str] | None = None,
+        actor: str = "",
+        cnf_jkt: str = "",
+    ) -> Exchanged:
+        """Trade ``token`` (bound to ``key``) for a narrower one. Needs no app credential.
+
+        Renewal: leave ``actor`` and ``cnf_jkt`` empty (same agent, same key; the new token
+        may outlive the old one, within the grant). Sub-agent: ``actor`` = its id and
+        ``cnf_jkt`` = its key's thumbprint (the token never outlives ``token``).
+        ``capabilities`` (CreateGrant form; None = the token's own) must be narrower than
+        the token's; ``audience`` a subset of its audiences. ``ttl`` in seconds (0 =
+        default). Each attempt sends a fresh proof of possession (aud = the issuer).
+        """
+        from .agent import proof  # agent side (PyNaCl); imported only when used
+
+        if isinstance(audience, str):
+            audience = [audience]
+        caps = list(capabilities or [])
+        auds = list(audience or [])
+        messages = _capability_messages(caps)
+        fields = exchange_args(
+            capabilities=caps, ttl_seconds=ttl, audience=auds, actor=actor, cnf_jkt=cnf_jkt
+        )
+        issuer = self.issuer()
+
+        def request() -> remit_pb2.ExchangeRequest:
+            return remit_pb2.ExchangeRequest(
+                token=token,
+                proof=proof(key, token, audience=issuer, action=EXCHANGE_ACTION, args=fields),
+                capabilities=messages,
+                ttl_seconds=ttl,
+                audience=auds,
+                actor=actor,
+                cnf_jkt=cnf_jkt,
+            )
+
+        resp = self._call("Exchange", None, fresh=request, metadata=())
+        return Exchanged(
+            token=resp.token, jti=resp.jti, expires_at=resp.expires_at, depth=resp.depth
+        )
+
+    def describe(
+        self,
+        grant_id: str | None = None,
+        *,
+        capabilities: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Consent:
+        """Consent text for one of this app's grants, or for capabilities (CreateGrant
+        form) before they are granted. Give exactly one."""
+        if bool(grant_id) == bool(capabilities):
+            raise InvalidArgument("give exactly one of grant_id or capabilities=", field="target")
+        resp = self._call(
+            "Describe",
+            remit_pb2.DescribeRequest(
+                grant_id=grant_id or "",
+                capabilities=_capability_messages(capabilities or []),
+            ),
+        )
+        return Consent(text=resp.text, capabilities=list(resp.capabilities), risk=resp.risk)
+
     def get_alignment(
         self,
         *,
@@ -384,9 +507,10 @@ class Client:
         return doc
 
     def issuer(self) -> str:
-        """The issuer name the service puts in ``iss``."""
-        issuer: str = self._keys().issuer
-        return issuer
+        """The issuer name the service puts in ``iss`` (asked once, then remembered)."""
+        if self._issuer is None:
+            self._issuer = str(self._keys().issuer)
+        return self._issuer
 
     def close(self) -> None:
         self._closed = True  # a call cut by close() (CANCELLED) is not retried

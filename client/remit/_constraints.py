@@ -10,9 +10,15 @@ argument a constraint names must be present unless the constraint has
 an ``int`` subclass, an object with a non-string key) never satisfies anything but
 ``any``.
 
-Operators (v1): ``eq in not_in lt le gt ge max_len prefix glob any``; modifier
-``optional``. ``glob`` knows ``*`` (any run), ``?`` (one character) and ``\\``
-(escape) and nothing else, so that narrowing stays decidable.
+Operators: ``eq in not_in lt le gt ge max_len prefix suffix glob regex subpath url
+email_domain cidr each subset_of fields all_of any_of not any``; modifier ``optional``
+(on an argument or a field). docs/scope-language.md is the reference; the operators
+with parsing of their own live in one module each (``_regex``, ``_subpath``, ``_url``,
+``_email``, ``_netaddr``). ``glob`` knows ``*`` (any run), ``?`` (one character) and
+``\\`` (escape) and nothing else, so that narrowing stays decidable.
+
+A capability is bounded (depth 8, 1000 constraint nodes, 16 KiB as JSON) and sibling
+operators that can never all hold are rejected, each with the path of the node.
 
 Validation runs when a grant is created and when a token is first verified;
 :func:`compile_capability` turns a validated capability into closures so a
@@ -21,16 +27,32 @@ warm check does no parsing at all.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any
+
+from ._email import compile_email_domain, parse_domains
+from ._limits import Budget
+from ._netaddr import compile_cidr, parse_networks
+from ._operand import OperandError
+from ._regex import MAX_REGEX_VALUE, compile_regex
+from ._subpath import compile_subpath, normalize_subpath, subpath_root
+from ._url import compile_url, parse_url_operand, url_denial
 
 __all__ = [
     "MAX_ARGS",
     "MAX_CAPABILITIES",
+    "MAX_CAPABILITY_BYTES",
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "MAX_VALUE_LIST",
+    "MODIFIERS",
     "OPERATORS",
+    "STRING_OPERATORS",
     "Capability",
     "CompiledCapability",
     "ConstraintError",
@@ -45,13 +67,22 @@ __all__ = [
     "valid_call_action",
 ]
 
+STRING_OPERATORS = frozenset(
+    {"prefix", "suffix", "glob", "regex", "subpath", "url", "email_domain", "cidr"}
+)
 OPERATORS = frozenset(
-    {"eq", "in", "not_in", "lt", "le", "gt", "ge", "max_len", "prefix", "glob", "any"}
+    {"eq", "in", "not_in", "lt", "le", "gt", "ge", "max_len", "any", "each", "subset_of"}
+    | {"fields", "all_of", "any_of", "not"}
+    | STRING_OPERATORS
 )
 MODIFIERS = frozenset({"optional"})
+MAX_DEPTH = 8  # nesting of constraints (each, fields, all_of, any_of, not)
+MAX_NODES = 1000  # constraint objects in one capability
+MAX_CAPABILITY_BYTES = 16 * 1024  # one capability as compact UTF-8 JSON
+MAX_VALUE_LIST = 1024  # elements of a list value checked by `each` / `subset_of`
 MAX_CAPABILITIES = 64
 MAX_ARGS = 64
-MAX_LIST = 1024  # elements of an `in` / `not_in` operand
+MAX_LIST = 1024  # elements of a list operand (in, not_in, subset_of, all_of, any_of)
 MAX_STRING = 4096  # characters of a string operand
 MAX_OPERAND_DEPTH = 16  # nesting of an `eq` / `in` operand value
 MAX_NAME = 128
@@ -75,10 +106,18 @@ class Capability:
 
     action: str
     args: Mapping[str, Mapping[str, Any]]
+    # Budgets (remit._limits.Budget), token form; attached by the token parser and the
+    # service, never by parse_capability (which keeps refusing a "limits" member).
+    limits: tuple[Budget, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The token's ``authorization_details`` entry form (RFC 9396)."""
-        return {"type": "remit.capability", "action": self.action, "args": dict(self.args)}
+        out: dict[str, Any] = {
+            "type": "remit.capability", "action": self.action, "args": dict(self.args)
+        }
+        if self.limits:
+            out["limits"] = [b.to_json() for b in self.limits]
+        return out
 
 
 # --- JSON values -------------------------------------------------------------------
@@ -139,9 +178,11 @@ def _is_json_tree(v: object) -> bool:
     JSON-equal to a valid operand must pass) and is checked once, so a chain of
     shared lists cannot make this exponential.
     """
-    kind = _kind(v)
-    if kind not in ("array", "object"):  # the common case: no allocation
-        return kind != "invalid"
+    t = type(v)
+    if t is not list and t is not dict:  # the common case: no allocation
+        return t is str or t is int or t is bool or v is None or (t is float and isfinite(v))  # type: ignore[arg-type]
+    if _flat_json(v):  # a list or object of scalars: no allocation either
+        return True
     done: dict[int, bool] = {}  # container id -> False while on the path, True once checked
     stack: list[tuple[object, bool]] = [(v, False)]
     while stack:
@@ -169,6 +210,23 @@ def _is_json_tree(v: object) -> bool:
             if not all(type(k) is str for k in x):
                 return False
             stack.extend((item, False) for item in x.values())
+    return True
+
+
+def _flat_json(v: Any) -> bool:
+    """True if ``v`` (a list or dict) holds only finite JSON scalars under str keys;
+    False also when it merely holds containers (the full walk decides those)."""
+    if type(v) is dict:
+        if not all(type(k) is str for k in v):
+            return False
+        v = v.values()
+    for x in v:
+        t = type(x)
+        if t is str or t is int or t is bool or x is None:
+            continue
+        if t is float and math.isfinite(x):
+            continue
+        return False
     return True
 
 
@@ -290,8 +348,51 @@ def glob_literal_prefix(pattern: str) -> tuple[str, bool]:
 
 # --- validation ----------------------------------------------------------------------
 
+# The value types an operator can hold for; None: any. Siblings whose sets do not
+# intersect can never all hold (a contradiction, rejected at validation).
+_KINDS: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("lt", "le", "gt", "ge"), frozenset({"number"})),
+    "max_len": frozenset({"string", "array"}),
+    **dict.fromkeys(STRING_OPERATORS, frozenset({"string"})),
+    "each": frozenset({"array"}),
+    "subset_of": frozenset({"array"}),
+    "fields": frozenset({"object"}),
+}
+_ALL_KINDS = frozenset({"string", "number", "bool", "null", "array", "object"})
 
-def _check_operand(op: str, operand: Any, path: str) -> None:
+
+class _Walk:
+    """Validation state shared across one capability: the constraint node count."""
+
+    __slots__ = ("nodes",)
+
+    def __init__(self) -> None:
+        self.nodes = 0
+
+
+def _operand_error(path: str, exc: OperandError) -> ConstraintError:
+    return ConstraintError(f"{path}{exc.at}", exc.message)
+
+
+def _check_string_operand(op: str, operand: Any, path: str) -> None:
+    try:
+        if op == "regex":
+            if type(operand) is not str:
+                raise OperandError("must be a string (an RE2 pattern)")
+            compile_regex(operand)
+        elif op == "subpath":
+            subpath_root(operand)
+        elif op == "url":
+            parse_url_operand(operand)
+        elif op == "email_domain":
+            parse_domains(operand)
+        elif op == "cidr":
+            parse_networks(operand)
+    except OperandError as exc:
+        raise _operand_error(path, exc) from None
+
+
+def _check_operand(op: str, operand: Any, path: str, depth: int, walk: _Walk) -> None:
     def fail(msg: str) -> ConstraintError:
         return ConstraintError(path, msg)
 
@@ -301,7 +402,7 @@ def _check_operand(op: str, operand: Any, path: str) -> None:
     elif op == "max_len":
         if type(operand) is not int or operand < 0:
             raise fail("must be a non-negative integer")
-    elif op in ("prefix", "glob"):
+    elif op in ("prefix", "suffix", "glob"):
         if type(operand) is not str:
             raise fail("must be a string")
         if len(operand) > MAX_STRING:
@@ -311,12 +412,14 @@ def _check_operand(op: str, operand: Any, path: str) -> None:
                 _glob_parse(operand)
             except ValueError as exc:
                 raise fail(str(exc)) from None
-    elif op in ("in", "not_in"):
+    elif op in ("regex", "subpath", "url", "email_domain", "cidr"):
+        _check_string_operand(op, operand, path)
+    elif op in ("in", "not_in", "subset_of"):
         if type(operand) is not list:
             raise fail("must be a list")
         if len(operand) > MAX_LIST:
             raise fail(f"more than {MAX_LIST} elements")
-        if op == "in" and not operand:
+        if op != "not_in" and not operand:
             raise fail("an empty list allows nothing; omit the argument instead")
         for i, item in enumerate(operand):
             if not is_json_value(item):
@@ -324,11 +427,59 @@ def _check_operand(op: str, operand: Any, path: str) -> None:
     elif op == "eq":
         if not is_json_value(operand):
             raise fail("not a finite JSON value of bounded depth")
-    elif op in ("any", "optional") and operand is not True:
-        raise fail("must be true")
+    elif op in ("any", "optional"):
+        if operand is not True:
+            raise fail("must be true")
+    elif op in ("each", "not"):
+        _check_constraint(operand, path, slot="inner", depth=depth + 1, walk=walk)
+    elif op in ("all_of", "any_of"):
+        if type(operand) is not list:
+            raise fail("must be a list of constraints")
+        if not operand:
+            raise fail(
+                "an empty all_of would allow anything and an empty any_of nothing; "
+                "give at least one constraint"
+            )
+        if len(operand) > MAX_LIST:
+            raise fail(f"more than {MAX_LIST} elements")
+        for i, item in enumerate(operand):
+            _check_constraint(item, f"{path}[{i}]", slot="inner", depth=depth + 1, walk=walk)
+    elif op == "fields":
+        if type(operand) is not dict:
+            raise fail("must be an object of field name -> constraint")
+        _check_members(operand, path, depth=depth + 1, walk=walk)
 
 
-def _check_constraint(constraint: Any, path: str, *, star: bool) -> None:
+def _check_members(
+    members: dict[Any, Any], path: str, *, depth: int, walk: _Walk, what: str = "field"
+) -> None:
+    """``args`` of a capability, or the operand of ``fields``: name -> constraint."""
+    if len(members) > MAX_ARGS:
+        raise ConstraintError(path, f"more than {MAX_ARGS} {what}s")
+    for name, constraint in members.items():
+        if type(name) is not str or not name or len(name) > MAX_NAME:
+            raise ConstraintError(path, f"bad {what} name {name!r}")
+        _check_constraint(
+            constraint,
+            f"{path}.{name}",
+            slot="star" if name == "*" else "named",
+            depth=depth,
+            walk=walk,
+        )
+
+
+def _check_constraint(
+    constraint: Any, path: str, *, slot: str = "named", depth: int = 1, walk: _Walk | None = None
+) -> None:
+    """Validate one constraint node. ``slot``: ``named`` (an argument or field: may be
+    optional), ``star`` (unnamed ones: always optional), ``inner`` (inside each, not,
+    all_of, any_of: presence is not its business)."""
+    walk = walk if walk is not None else _Walk()
+    if depth > MAX_DEPTH:
+        raise ConstraintError(path, f"constraints nest deeper than {MAX_DEPTH} levels")
+    walk.nodes += 1
+    if walk.nodes > MAX_NODES:
+        raise ConstraintError(path, f"more than {MAX_NODES} constraints in one capability")
     if not isinstance(constraint, dict):
         raise ConstraintError(path, "a constraint is an object of operator -> operand")
     if not constraint:
@@ -336,14 +487,63 @@ def _check_constraint(constraint: Any, path: str, *, star: bool) -> None:
     for op, operand in constraint.items():
         if op not in OPERATORS and op not in MODIFIERS:
             raise ConstraintError(f"{path}.{op}", f"unknown operator {op!r}")
-        if star and op == "optional":
-            raise ConstraintError(f"{path}.{op}", 'unnamed arguments are always optional')
-        _check_operand(op, operand, f"{path}.{op}")
+        if op == "optional" and slot == "star":
+            raise ConstraintError(f"{path}.{op}", "unnamed members are always optional")
+        if op == "optional" and slot == "inner":
+            raise ConstraintError(
+                f"{path}.{op}", "'optional' applies only to an argument or a field"
+            )
+        _check_operand(op, operand, f"{path}.{op}", depth, walk)
     ops = set(constraint) - MODIFIERS
     if not ops:
         raise ConstraintError(path, "a constraint needs at least one operator")
-    if "any" in ops and len(ops) > 1:
-        raise ConstraintError(f"{path}.any", "'any' cannot be combined with other operators")
+    _check_satisfiable(constraint, ops, path)
+
+
+def _check_satisfiable(constraint: Mapping[str, Any], ops: set[str], path: str) -> None:
+    """Reject sibling operators that can never all hold (see docs/scope-language.md)."""
+    if "any" in ops:
+        if len(ops) > 1:
+            raise ConstraintError(f"{path}.any", "'any' cannot be combined with other operators")
+        return
+    if "not" in ops and "any" in constraint["not"]:
+        raise ConstraintError(f"{path}.not", "the negation of 'any' allows nothing")
+    kinds = _ALL_KINDS
+    for op in ops:
+        kinds = kinds & _KINDS.get(op, _ALL_KINDS)
+    if not kinds:
+        typed = sorted(op for op in ops if op in _KINDS)
+        raise ConstraintError(path, f"{' and '.join(typed)} need different value types")
+    lo = max((constraint[op], op == "gt") for op in ("gt", "ge") if op in constraint) if (
+        "gt" in constraint or "ge" in constraint
+    ) else None
+    hi = min((constraint[op], op == "le") for op in ("lt", "le") if op in constraint) if (
+        "lt" in constraint or "le" in constraint
+    ) else None
+    # lo = (bound, strict); hi = (bound, inclusive): sorting picks the tighter of each.
+    if lo is not None and hi is not None:
+        (low, strict), (high, inclusive) = lo, hi
+        if low > high or (low == high and (strict or not inclusive)):
+            raise ConstraintError(path, "the bounds leave no number")
+    if "eq" in ops or "in" in ops:
+        key = "eq" if "eq" in ops else "in"
+        candidates = [constraint["eq"]] if key == "eq" else constraint["in"]
+        rest = {op: constraint[op] for op in ops if op != key}
+        if rest:
+            pred = _compile_constraint(rest)
+            if not any(pred(c) for c in candidates):
+                raise ConstraintError(
+                    path, f"no value of {key!r} satisfies the other operators"
+                )
+
+
+def _encoded_size(obj: Any) -> int | None:
+    """UTF-8 size of the compact JSON encoding, None if ``obj`` is not encodable."""
+    try:
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None  # validation below names the bad node
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def valid_call_action(action: object) -> bool:
@@ -359,6 +559,9 @@ def parse_capability(obj: Any, path: str = "", *, token_form: bool = False) -> C
     prefix = f"{path}." if path else ""
     if not isinstance(obj, dict):
         raise ConstraintError(path, "a capability is an object")
+    size = _encoded_size(obj)  # first: bounds the work of everything below
+    if size is not None and size > MAX_CAPABILITY_BYTES:
+        raise ConstraintError(path, f"larger than {MAX_CAPABILITY_BYTES} bytes as JSON")
     allowed = {"action", "args"} | ({"type", "limits"} if token_form else set())
     unknown = set(obj) - allowed
     if unknown:
@@ -378,10 +581,7 @@ def parse_capability(obj: Any, path: str = "", *, token_form: bool = False) -> C
         raise ConstraintError(f"{prefix}args", "must be an object")
     if len(args) > MAX_ARGS:
         raise ConstraintError(f"{prefix}args", f"more than {MAX_ARGS} arguments")
-    for name, constraint in args.items():
-        if type(name) is not str or not name or len(name) > MAX_NAME:
-            raise ConstraintError(f"{prefix}args", f"bad argument name {name!r}")
-        _check_constraint(constraint, f"{prefix}args.{name}", star=name == "*")
+    _check_members(args, f"{prefix}args", depth=1, walk=_Walk(), what="argument")
     return Capability(action=action, args=args)
 
 
@@ -399,6 +599,73 @@ def parse_capabilities(items: Any, path: str = "", *, token_form: bool = False) 
 
 Predicate = Callable[[Any], bool]
 
+_NO_MATCH: Any = object()  # the frozen form of a value no operand can equal
+_TRUE: Any = object()
+_FALSE: Any = object()
+
+
+def _freeze(v: Any, depth: int = MAX_OPERAND_DEPTH + 1) -> Any:
+    """A hashable key with ``_freeze(a) == _freeze(b)`` iff ``json_equal(a, b)``.
+
+    Numbers keep Python's exact mixed int/float equality (``1`` = ``1.0``, with equal
+    hashes); bools get their own keys so ``true`` never meets ``1``. A value nested
+    deeper than any operand can be, or not JSON, freezes to ``_NO_MATCH``.
+    """
+    t = type(v)
+    if t is str or t is int:
+        return v
+    if t is float:
+        return v if math.isfinite(v) else _NO_MATCH
+    if t is bool:
+        return _TRUE if v else _FALSE
+    if v is None:
+        return None
+    if (t is list or t is dict) and depth <= 0:
+        return _NO_MATCH
+    if t is list:
+        items = tuple(_freeze(x, depth - 1) for x in v)
+        return _NO_MATCH if any(x is _NO_MATCH for x in items) else ("[", items)
+    if t is dict:
+        if not all(type(k) is str for k in v):
+            return _NO_MATCH
+        pairs = frozenset((k, _freeze(x, depth - 1)) for k, x in v.items())
+        return _NO_MATCH if any(x is _NO_MATCH for _, x in pairs) else ("{", pairs)
+    return _NO_MATCH
+
+
+def _membership(operand: list[Any]) -> Predicate:
+    """``v`` JSON-equals some element: one hash lookup (strings: no freezing at all)."""
+    keys = frozenset(_freeze(x) for x in operand)
+
+    def member(v: Any) -> bool:
+        if type(v) is str:
+            return v in keys
+        key = _freeze(v)
+        return key is not _NO_MATCH and key in keys
+
+    return member
+
+
+def _json_list(v: Any) -> bool:
+    return type(v) is list and len(v) <= MAX_VALUE_LIST and _is_json_tree(v)
+
+
+def _compile_fields(members: Mapping[str, Any]) -> Predicate:
+    named = {n: _compile_constraint(c) for n, c in members.items() if n != "*"}
+    required = tuple(n for n, c in members.items() if n != "*" and not c.get("optional"))
+    star = _compile_constraint(members["*"]) if "*" in members else None
+
+    def holds(v: Any) -> bool:
+        if type(v) is not dict or not _is_json_tree(v):  # also: every key is a str
+            return False
+        for name, x in v.items():
+            pred = named.get(name, star)
+            if pred is None or not pred(x):
+                return False
+        return all(n in v for n in required)
+
+    return holds
+
 
 def _compile_op(op: str, operand: Any) -> Predicate:
     if op == "any":
@@ -407,17 +674,10 @@ def _compile_op(op: str, operand: Any) -> Predicate:
         if type(operand) is str:
             return lambda v: type(v) is str and v == operand
         return lambda v: json_equal(v, operand)
-    if op in ("in", "not_in"):
-        strings = frozenset(x for x in operand if type(x) is str)
-        others = [x for x in operand if type(x) is not str]
-
-        def member(v: Any) -> bool:
-            if type(v) is str:
-                return v in strings
-            return any(json_equal(v, x) for x in others)
-
-        if op == "in":
-            return member
+    if op == "in":
+        return _membership(operand)
+    if op == "not_in":
+        member = _membership(operand)
         return lambda v: _is_json_tree(v) and not member(v)
     if op == "lt":
         return lambda v: _is_number(v) and v < operand
@@ -433,31 +693,163 @@ def _compile_op(op: str, operand: Any) -> Predicate:
         )
     if op == "prefix":
         return lambda v: type(v) is str and v.startswith(operand)
+    if op == "suffix":
+        return lambda v: type(v) is str and v.endswith(operand)
     if op == "glob":
         segments = _glob_parse(operand)
         return lambda v: type(v) is str and _glob_match_parsed(segments, v)
+    if op == "regex":
+        return compile_regex(operand)
+    if op == "subpath":
+        return compile_subpath(operand)
+    if op == "url":
+        return compile_url(operand)
+    if op == "email_domain":
+        return compile_email_domain(operand)
+    if op == "cidr":
+        return compile_cidr(operand)
+    if op in ("each", "subset_of"):
+        inner = _compile_constraint(operand) if op == "each" else _membership(operand)
+
+        def each(v: Any) -> bool:
+            if not _json_list(v):
+                return False
+            for x in v:  # noqa: SIM110 - a plain loop: no generator on the hot path
+                if not inner(x):
+                    return False
+            return True
+
+        return each
+    if op == "fields":
+        return _compile_fields(operand)
+    if op in ("all_of", "any_of"):
+        preds = [_compile_constraint(c) for c in operand]
+        if op == "all_of":
+            return lambda v: _is_json_tree(v) and all(p(v) for p in preds)
+        return lambda v: _is_json_tree(v) and any(p(v) for p in preds)
+    if op == "not":
+        inner = _compile_constraint(operand)
+        return lambda v: _is_json_tree(v) and not inner(v)
     raise AssertionError(f"unvalidated operator {op}")  # pragma: no cover
 
 
+def _compile_bounds(constraint: Mapping[str, Any]) -> Predicate | None:
+    """``gt``/``ge`` with ``lt``/``le`` as one chained comparison (the common range)."""
+    lower = [op for op in ("gt", "ge") if op in constraint]
+    upper = [op for op in ("lt", "le") if op in constraint]
+    if len(lower) != 1 or len(upper) != 1:
+        return None
+    a, b = constraint[lower[0]], constraint[upper[0]]
+    isfinite = math.isfinite
+    # NaN fails every comparison; an infinity could pass one side, hence isfinite.
+    if lower == ["gt"]:
+        if upper == ["lt"]:
+            return lambda v: (type(v) is int or (type(v) is float and isfinite(v))) and a < v < b
+        return lambda v: (type(v) is int or (type(v) is float and isfinite(v))) and a < v <= b
+    if upper == ["lt"]:
+        return lambda v: (type(v) is int or (type(v) is float and isfinite(v))) and a <= v < b
+    return lambda v: (type(v) is int or (type(v) is float and isfinite(v))) and a <= v <= b
+
+
 def _compile_constraint(constraint: Mapping[str, Any]) -> Predicate:
-    preds = [_compile_op(op, x) for op, x in constraint.items() if op not in MODIFIERS]
+    """One closure for a constraint: every operator must hold (fewest calls per check)."""
+    ops = {op: x for op, x in constraint.items() if op not in MODIFIERS}
+    preds = []
+    bounds = _compile_bounds(ops)
+    if bounds is not None:
+        preds.append(bounds)
+        ops = {op: x for op, x in ops.items() if op not in ("gt", "ge", "lt", "le")}
+    if "max_len" in ops and ("each" in ops or "subset_of" in ops):
+        # The sibling already requires a JSON list: only the length is left to check,
+        # and first, so an over-long list is refused before its elements are looked at.
+        n = ops.pop("max_len")
+        preds.insert(0, lambda v: type(v) is list and len(v) <= n)
+    preds += [_compile_op(op, x) for op, x in ops.items()]
     if len(preds) == 1:
         return preds[0]
-    return lambda v: all(p(v) for p in preds)
+    if len(preds) == 2:
+        p0, p1 = preds
+        return lambda v: p0(v) and p1(v)
+    if len(preds) == 3:
+        p0, p1, p2 = preds
+        return lambda v: p0(v) and p1(v) and p2(v)
+
+    def every(v: Any) -> bool:
+        for p in preds:  # noqa: SIM110 - a plain loop: no generator on the hot path
+            if not p(v):
+                return False
+        return True
+
+    return every
 
 
 def explain_failure(constraint: Mapping[str, Any], value: Any) -> str:
-    """Which operator of ``constraint`` rejected ``value`` (slow path, for messages)."""
-    for op, operand in constraint.items():
-        if op in MODIFIERS:
-            continue
-        if not _compile_op(op, operand)(value):
-            if op in ("lt", "le", "gt", "ge") and not _is_number(value):
-                return f"{op}: value is not a finite number"
-            if op in ("prefix", "glob") and type(value) is not str:
-                return f"{op}: value is not a string"
-            return f"{op} {_short(operand)} does not hold"
+    """Which operator of ``constraint`` rejected ``value`` (slow path, for messages).
+
+    Nested operators name the failing part: ``each[3]: le 5 does not hold``,
+    ``fields.city: ...``, ``all_of[1]: ...``.
+    """
+    try:
+        for op, operand in constraint.items():
+            if op in MODIFIERS:
+                continue
+            if not _compile_op(op, operand)(value):
+                return _explain_op(op, operand, value)
+    except Exception:  # pragma: no cover - a message must never turn a denial into a crash
+        return "constraint does not hold"
     return "constraint does not hold"  # pragma: no cover
+
+
+def _explain_op(op: str, operand: Any, value: Any) -> str:
+    if op in ("lt", "le", "gt", "ge") and not _is_number(value):
+        return f"{op}: value is not a finite number"
+    if op in STRING_OPERATORS and type(value) is not str:
+        return f"{op}: value is not a string"
+    if op == "regex" and len(value) > MAX_REGEX_VALUE:
+        return f"regex: value longer than {MAX_REGEX_VALUE} characters"
+    if op == "url":
+        return f"url: {url_denial(parse_url_operand(operand), value)}"
+    if op == "subpath":
+        if normalize_subpath(value) is None:
+            return "subpath: not a plain absolute path (encoding, control characters or '..')"
+        return f"subpath: outside {_short(operand)}"
+    if op in ("each", "subset_of"):
+        if not _json_list(value):
+            return f"{op}: value is not a list of at most {MAX_VALUE_LIST} JSON values"
+        if op == "subset_of":
+            member = _membership(operand)
+            bad = next(i for i, x in enumerate(value) if not member(x))
+            return f"subset_of: element [{bad}] is not one of the allowed values"
+        inner = _compile_constraint(operand)
+        bad = next(i for i, x in enumerate(value) if not inner(x))
+        return f"each[{bad}]: {explain_failure(operand, value[bad])}"
+    if op == "fields":
+        return _explain_fields(operand, value)
+    if op in ("all_of", "any_of", "not") and not _is_json_tree(value):
+        return f"{op}: value is not JSON"
+    if op == "all_of":
+        bad = next(i for i, c in enumerate(operand) if not _compile_constraint(c)(value))
+        return f"all_of[{bad}]: {explain_failure(operand[bad], value)}"
+    if op == "any_of":
+        return f"any_of: none of the {len(operand)} alternatives holds"
+    if op == "not":
+        return "not: the negated constraint holds"
+    return f"{op} {_short(operand)} does not hold"
+
+
+def _explain_fields(members: Mapping[str, Any], value: Any) -> str:
+    if type(value) is not dict or not _is_json_tree(value):
+        return "fields: value is not a JSON object"
+    for name, x in value.items():
+        c = members.get(name) if name != "*" else None
+        c = c if c is not None else members.get("*")
+        if c is None:
+            return f"fields: field {name[:80]!r} is not allowed"
+        if not _compile_constraint(c)(x):
+            return f"fields.{name[:80]}: {explain_failure(c, x)}"
+    missing = next(n for n, c in members.items() if n != "*" and not c.get("optional")
+                   and n not in value)
+    return f"fields: field {missing!r} is required but missing"
 
 
 def _short(operand: Any) -> str:

@@ -62,7 +62,14 @@ class Code(StrEnum):
     REVOKED = "revoked"
     REVOCATION_UNAVAILABLE = "revocation_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"  # audit="sync" and the event cannot be written
+    LIMIT_EXCEEDED = "limit_exceeded"  # a budget (uses / sum) of the capability is spent
+    LIMIT_UNAVAILABLE = "limit_unavailable"  # budgets unknown (Redis down): fail closed
 
+
+# Denials that say "the state needed to decide is unknown right now", not "no".
+_UNAVAILABLE_CODES = frozenset(
+    {Code.REVOCATION_UNAVAILABLE, Code.AUDIT_UNAVAILABLE, Code.LIMIT_UNAVAILABLE}
+)
 
 # Which denials are about *who is calling* (the credential) rather than *what* is being
 # asked: transports map the first to 401 / UNAUTHENTICATED, the rest to 403 /
@@ -104,7 +111,7 @@ class Denied(RemitError):
     def kind(self) -> str:
         """``unauthenticated``, ``permission_denied`` or ``unavailable``: how a transport
         should report this denial (HTTP 401 / 403 / 503, gRPC status of that name)."""
-        if self.code is Code.REVOCATION_UNAVAILABLE or self.code is Code.AUDIT_UNAVAILABLE:
+        if self.code in _UNAVAILABLE_CODES:
             return "unavailable"
         return "unauthenticated" if self.code in _CREDENTIAL_CODES else "permission_denied"
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 from ._constraints import Capability, ConstraintError, parse_capabilities
 from ._encoding import b64url_decode, split_compact, strict_json_loads
 from ._errors import Code, Denied
+from ._limits import Budget, LimitsError, parse_budgets
 
 __all__ = [
     "ALG",
@@ -26,6 +28,7 @@ __all__ = [
     "RawToken",
     "ScopeCache",
     "parse_claims",
+    "parse_scope",
     "peek_unverified",
     "split_token",
 ]
@@ -158,6 +161,41 @@ def _time(claims: dict[str, Any], name: str) -> int:
     return value
 
 
+def parse_scope(raw: Any, path: str = "authorization_details") -> tuple[Capability, ...]:
+    """A token's ``authorization_details``, budgets included.
+
+    Each entry's ``limits`` (a list of budgets, :mod:`remit._limits`) is split off and
+    parsed here, the rest by the constraint language, and the budgets attached to
+    their capability. One budget id names one counter of the grant, so wherever it
+    appears in a token it must have the same bounds.
+    """
+    if type(raw) is not list:
+        return tuple(parse_capabilities(raw, path, token_form=True))
+    entries: list[Any] = []
+    budgets: list[tuple[Budget, ...]] = []
+    seen: dict[str, Budget] = {}
+    for i, entry in enumerate(raw):
+        found: tuple[Budget, ...] = ()
+        if type(entry) is dict and "limits" in entry:
+            try:
+                found = parse_budgets(entry["limits"], f"{path}[{i}].limits")
+            except LimitsError as exc:
+                raise ConstraintError(exc.path, exc.message) from None
+            for b in found:
+                if not seen.setdefault(b.id, b).same_bounds(b):
+                    raise ConstraintError(
+                        f"{path}[{i}].limits", f"budget {b.id!r} appears with other bounds"
+                    )
+            entries.append({k: v for k, v in entry.items() if k != "limits"})
+        else:
+            entries.append(entry)
+        budgets.append(found)
+    caps = parse_capabilities(entries, path, token_form=True)
+    return tuple(
+        replace(c, limits=b) if b else c for c, b in zip(caps, budgets, strict=True)
+    )
+
+
 class ScopeCache:
     """Parsed ``authorization_details`` by value, so the many tokens minted under one
     grant share one validation. Keyed by ``repr`` of the decoded JSON, which tells
@@ -174,7 +212,7 @@ class ScopeCache:
             raise ConstraintError("authorization_details", "nested too deeply") from None
         caps = self._parsed.get(key)
         if caps is None:
-            caps = tuple(parse_capabilities(raw, "authorization_details", token_form=True))
+            caps = parse_scope(raw)
             if len(self._parsed) >= self._size:
                 self._parsed.clear()
             self._parsed[key] = caps
@@ -227,13 +265,8 @@ def parse_claims(payload: bytes, scopes: ScopeCache | None = None) -> Claims:
         raise _malformed(f"claim 'purpose' must be a string of at most {MAX_PURPOSE} chars")
     try:
         raw_scope = claims["authorization_details"]
-        if scopes is not None:
-            caps = scopes.parse(raw_scope)
-        else:
-            caps = tuple(parse_capabilities(raw_scope, "authorization_details", token_form=True))
+        caps = scopes.parse(raw_scope) if scopes is not None else parse_scope(raw_scope)
     except ConstraintError as exc:
-        if exc.path.endswith(".limits"):
-            raise Denied(Code.UNSUPPORTED, f"claim {exc}") from None
         raise _malformed(f"claim {exc}") from None
 
     iat, nbf, exp = _time(claims, "iat"), _time(claims, "nbf"), _time(claims, "exp")

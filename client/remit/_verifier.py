@@ -42,6 +42,7 @@ from ._context import current_credentials
 from ._errors import Code, Denied
 from ._jwks import JwksRefresher, is_jwks_url, load_jwks
 from ._keys import KeySet, PublicKey
+from ._limits import Charge, Limits
 from ._proof import ProofClaims, ProofParser, args_hash, token_hash
 from ._redis import RedisLike, connect
 from ._redis_keys import DEFAULT_PREFIX, RedisKeys
@@ -93,6 +94,9 @@ class Verifier:
     proof is refused at every backend after its first use; ``"local"`` only within
     this process. ``require_binding=True`` refuses bearer tokens altogether
     (``proof_required``): for backends whose actions must never run on a stolen token.
+
+    Budgets (a capability's ``limits``) are charged in Redis after every other check
+    passed (docs/limits.md); without ``redis`` such calls are denied ``unsupported``.
 
     Key rotation: a verifier built with :meth:`from_jwks` from an ``http(s)://`` URL
     keeps the URL. On a token whose ``kid`` it does not know, it refetches the JWKS
@@ -182,8 +186,11 @@ class Verifier:
             raise ValueError('replay="redis" needs redis= (a URL or a client)')
         if not 1 <= proof_window <= 300:
             raise ValueError("proof_window must be between 1 and 300 seconds")
+        client = connect(redis) if redis is not None else None
+        # Budgets (capability "limits") need Redis; without it such tokens are denied.
+        self._limits = Limits(client, prefix) if client is not None else None
         self._state = CallState(
-            connect(redis) if redis is not None else None,
+            client,
             RedisKeys(prefix),
             revocation=revocation,
             replay=replay,
@@ -326,11 +333,15 @@ class Verifier:
         if claims.cnf_jkt is not None and not possession_proven:
             pop = self._check_proof(verified, proof, action, args, now)
         cap = self._authorize(verified, action, args)
+        charge = self._charge(cap, args, now) if cap.capability.limits else None
         if pop is None:
             self._state.settle(claims, None, 0, now)
         else:
             until = pop.iat + self._proof_window + int(self._leeway) + 1
             self._state.settle(claims, pop.jti, until, now)
+        if charge is not None:  # last: a call denied for any other reason spends nothing
+            assert self._limits is not None
+            self._limits.consume(claims.gid, charge)
         return Decision(
             allowed=True,
             action=action,
@@ -406,6 +417,18 @@ class Verifier:
             first = first or denial
         assert first is not None
         raise first
+
+    def _charge(
+        self, cap: CompiledCapability, args: Mapping[str, Any] | None, now: float
+    ) -> Charge:
+        """The budgets this call would spend, its amounts checked (no I/O yet)."""
+        if self._limits is None:
+            raise Denied(
+                Code.UNSUPPORTED,
+                "the capability has limits (budgets) and this verifier has no redis= "
+                "to enforce them",
+            )
+        return self._limits.prepare(cap.capability.limits, dict(args) if args else {}, now)
 
     # -- cold path -----------------------------------------------------------------
 

@@ -17,13 +17,14 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from nacl.signing import SigningKey
 
 from ._encoding import b64url_decode, b64url_encode, strict_json_loads
 from ._errors import KeyLoadError
+from ._exchange import EXCHANGE_ACTION, exchange_args
 from ._keys import PublicKey
 from ._proof import POP_TYP, args_hash, encode_proof, token_hash
 
@@ -32,6 +33,7 @@ __all__ = [
     "MCP_TOKEN_KEY",
     "PROOF_HEADER",
     "AgentKey",
+    "exchange_proof",
     "http_headers",
     "mcp_meta",
     "proof",
@@ -115,6 +117,28 @@ def proof(
         "argh": args_hash(args),
     }
     return encode_proof(key._header, claims, key.sign)
+
+
+def exchange_proof(
+    key: AgentKey,
+    token: str,
+    *,
+    issuer: str,
+    capabilities: Sequence[Mapping[str, Any]] = (),
+    ttl_seconds: int = 0,
+    audience: Sequence[str] = (),
+    actor: str = "",
+    cnf_jkt: str = "",
+    clock: Callable[[], float] = time.time,
+) -> str:
+    """The proof for an Exchange request with exactly these fields (aud = the service's
+    ``issuer``). :meth:`remit.Client.exchange` builds it for you; this is for callers that
+    send the gRPC request themselves."""
+    fields = exchange_args(
+        capabilities=capabilities, ttl_seconds=ttl_seconds, audience=audience,
+        actor=actor, cnf_jkt=cnf_jkt,
+    )
+    return proof(key, token, audience=issuer, action=EXCHANGE_ACTION, args=fields, clock=clock)
 
 
 def http_headers(

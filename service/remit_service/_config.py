@@ -23,8 +23,15 @@ Example::
     max_token_ttl = 900
     max_grant_ttl = 86400
 
-    [actions."payments.transfer"]
+    catalog = "open"                        # or "closed": only catalogued actions
+
+    [actions."payments.transfer"]           # the action catalog: see _catalog.py
     max_ttl = 300
+    risk = "high"
+    single_use = true
+    consent = "Send money ({args})"
+    [actions."payments.transfer".args]
+    amount = { type = "number", constraint = { le = 1000 } }
 
 Unknown keys are errors: a typo in a security policy must not pass silently.
 """
@@ -40,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from remit._redis_keys import DEFAULT_PREFIX
+
+from ._catalog import ActionPolicy, parse_action
 
 __all__ = ["ActionPolicy", "AppPolicy", "Config", "ConfigError", "dev_config", "load_config"]
 
@@ -62,11 +71,6 @@ class AppPolicy:
 
 
 @dataclass(frozen=True)
-class ActionPolicy:
-    max_ttl: int
-
-
-@dataclass(frozen=True)
 class Config:
     issuer: str
     keys_dir: Path
@@ -82,6 +86,8 @@ class Config:
     apps: tuple[AppPolicy, ...] = ()
     actions: dict[str, ActionPolicy] = field(default_factory=dict)
     dev: bool = False
+    # A closed catalog grants only actions with an exact [actions.NAME] entry.
+    catalog_closed: bool = False
 
 
 def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any = None) -> Any:
@@ -123,9 +129,13 @@ def _parse(data: dict[str, Any], base: Path) -> Config:
             "server",
             "apps",
             "actions",
+            "catalog",
         },
         "",
     )
+    catalog = data.get("catalog", "open")
+    if catalog not in ("open", "closed"):
+        raise ConfigError('catalog: "open" or "closed"')
     server = data.get("server", {})
     if not isinstance(server, dict):
         raise ConfigError("server: must be a table")
@@ -162,10 +172,10 @@ def _parse(data: dict[str, Any], base: Path) -> Config:
     if not isinstance(raw_actions, dict):
         raise ConfigError("actions: must be a table")
     for name, table in raw_actions.items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"actions.{name}: must be a table")
-        _no_unknown(table, {"max_ttl"}, f"actions.{name}.")
-        actions[name] = ActionPolicy(max_ttl=_take(table, "max_ttl", int, f"actions.{name}."))
+        try:
+            actions[name] = parse_action(name, table, max_token_ttl)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     keys_dir = Path(_take(data, "keys_dir", str, ""))
     return Config(
         issuer=_take(data, "issuer", str, ""),
@@ -181,6 +191,7 @@ def _parse(data: dict[str, Any], base: Path) -> Config:
         workers=_take(server, "workers", int, "server.", 8),
         apps=tuple(apps),
         actions=actions,
+        catalog_closed=catalog == "closed",
     )
 
 

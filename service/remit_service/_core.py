@@ -24,13 +24,18 @@ from remit._redis_keys import RedisKeys
 from remit._token import MAX_TIME, MAX_TOKEN_BYTES
 
 from ._audit import ServiceAudit
+from ._catalog import check_grant
 from ._config import AppPolicy, Config
+from ._describe import Description, describe_capabilities
 from ._errors import AuthFailed, BadRequest, Inactive, Missing, PolicyDenied, StoreDown
+from ._exchange import Exchanger, ExchangeResult
 from ._issuer import Issuer
 from ._keystore import KeyStore
+from ._limits import grant_capabilities, record_form, split_limits, with_grant_budgets
+from ._schema import check_capabilities as check_schema
 from ._store import GrantRecord, GrantStore, TokenRecord
 
-__all__ = ["Core", "MintResult"]
+__all__ = ["Core", "ExchangeResult", "MintResult"]
 
 # No control characters (Unicode Cc: C0, DEL and C1, e.g. U+0085 NEL, U+009B CSI).
 _PARTY = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,256}\Z")  # subject / agent: bounded
@@ -90,6 +95,18 @@ class Core:
         # grant id -> (the record they were parsed from, its parsed capabilities)
         self._parsed: dict[str, tuple[GrantRecord, tuple[Capability, ...]]] = {}
         self._parsed_lock = threading.Lock()
+        self._exchanger = Exchanger(
+            config,
+            keystore,
+            store,
+            self._issuer,
+            clock,
+            check_audiences=self._audiences,
+            max_ttl=self._max_ttl,
+            jkt_ok=lambda jkt: bool(_JKT.match(jkt)),
+            actor_ok=lambda actor: bool(_PARTY.match(actor)),
+            audit=audit,
+        )
 
     # -- authentication -----------------------------------------------------------
 
@@ -128,7 +145,13 @@ class Core:
                 f"purpose: at most {MAX_PURPOSE} printable characters", field="purpose"
             )
         auds = self._audiences(audience, "audience")
+        capabilities, limits = split_limits(capabilities, "capabilities")  # budgets apart
         caps = self._capabilities(capabilities, "capabilities")
+        check_schema(capabilities, "capabilities")  # and the shipped JSON Schema
+        limits = check_grant(  # the action catalog: argument names, bounds, single use
+            self.config.actions, closed=self.config.catalog_closed, capabilities=caps,
+            limits=limits,
+        )
         if ttl < 0:
             raise BadRequest("ttl_seconds: must not be negative", field="ttl_seconds")
         ttl = ttl or min(DEFAULT_GRANT_TTL, app.max_grant_ttl)
@@ -151,14 +174,15 @@ class Core:
             subject=subject,
             agent=agent,
             audience=auds,
-            capabilities=[{"action": c.action, "args": dict(c.args)} for c in caps],
+            capabilities=record_form(caps, limits, "capabilities"),
             purpose=purpose,
             created_at=now,
             expires_at=now + ttl,
         )
-        self._check_mintable(grant, caps)
+        token_caps = grant_capabilities(grant.capabilities, grant.expires_at)
+        self._check_mintable(grant, token_caps)
         if self.audit is not None:  # before the grant exists (see _audit.py)
-            self.audit.grant_created(grant, [c.to_json() for c in caps])
+            self.audit.grant_created(grant, [c.to_json() for c in token_caps])
         self._store.create(grant, keep_for=ttl + self.config.revocation_margin)
         return grant
 
@@ -241,6 +265,7 @@ class Core:
         caps: Sequence[Capability]
         if capabilities:
             caps = self._capabilities(capabilities, "capabilities")
+            caps = with_grant_budgets(caps, granted)  # the grant's budgets go along
             for i, cap in enumerate(caps):
                 if not is_narrower(cap, granted):
                     raise PolicyDenied(
@@ -299,7 +324,7 @@ class Core:
         hit = self._parsed.get(grant.id)
         if hit is not None and hit[0] is grant:
             return hit[1]
-        caps = tuple(parse_capabilities(grant.capabilities))
+        caps = tuple(grant_capabilities(grant.capabilities, grant.expires_at))
         with self._parsed_lock:
             if len(self._parsed) >= PARSED_GRANTS:
                 self._parsed.pop(next(iter(self._parsed)))  # oldest entry first
@@ -388,10 +413,64 @@ class Core:
         token = self._store.token(jti)
         if token is None or token.app != app.name:
             raise Missing(f"no live token {jti}")
-        self._store.revoke_token(token, reason=reason, keep_for=max(token.exp - now, 0) + margin)
+        # A renewal (Exchange) may outlive the token it came from, up to the grant's
+        # expiry, and names it in `anc`: the mark must last as long as any descendant.
+        record = self._store.get(token.gid)
+        horizon = max(token.exp, record.expires_at if record is not None else 0)
+        self._store.revoke_token(token, reason=reason, keep_for=max(horizon - now, 0) + margin)
         if self.audit is not None:  # after the revocation, which never waits on it
             self.audit.revoked(by=app.name, what={"jti": jti}, reason=reason)
         return now
+
+    # -- exchange and consent text -------------------------------------------------------
+
+    def exchange(
+        self,
+        *,
+        token: str,
+        proof: str,
+        capabilities: list[dict[str, Any]] | None = None,
+        ttl: int = 0,
+        audience: Sequence[str] = (),
+        actor: str = "",
+        cnf_jkt: str = "",
+    ) -> ExchangeResult:
+        """A narrower token for the holder of ``token`` (see :mod:`._exchange`)."""
+        return self._exchanger.exchange(
+            token=token,
+            proof=proof,
+            capabilities=capabilities or [],
+            ttl=ttl,
+            audience=audience,
+            actor=actor,
+            cnf_jkt=cnf_jkt,
+        )
+
+    def describe(
+        self,
+        app: AppPolicy,
+        *,
+        grant_id: str = "",
+        capabilities: list[dict[str, Any]] | None = None,
+    ) -> Description:
+        """Consent text for one of the app's grants, or for capabilities (validated
+        like CreateGrant's, catalog included, so the text describes a grantable thing)."""
+        if bool(grant_id) == bool(capabilities):
+            raise BadRequest("target: give exactly one of grant_id or capabilities",
+                             field="target")
+        if grant_id:
+            grant = self.get_grant(app, grant_id, field="grant_id")
+            return describe_capabilities(grant.capabilities, self.config.actions, grant=grant)
+        assert capabilities is not None
+        stripped, limits = split_limits(capabilities, "capabilities")
+        caps = self._capabilities(stripped, "capabilities")
+        limits = check_grant(
+            self.config.actions, closed=self.config.catalog_closed, capabilities=caps,
+            limits=limits,
+        )
+        return describe_capabilities(
+            record_form(caps, limits, "capabilities"), self.config.actions
+        )
 
     # -- alignment report (docs/audit.md) -------------------------------------------
 

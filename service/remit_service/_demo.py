@@ -3,9 +3,10 @@
 It starts the remit service (``remit serve --dev`` in a subprocess), two tool
 backends (a payments API and an email API: real HTTP servers that verify every call
 with ``remit.Verifier``), and a scripted agent (no model) that carries its token on
-every call. The agent does its task, then obeys an instruction injected into a tool
-result; remit, not the agent, stops it. Exit status 0 only if every step behaved as
-expected.
+every call. The app shows Alice consent text generated from the grant itself; the agent
+does its task, hands a narrower token to a mail sub-agent (Exchange), then obeys an
+instruction injected into a tool result; remit, not the agent, stops it. Exit status 0
+only if every step behaved as expected.
 """
 
 from __future__ import annotations
@@ -318,8 +319,21 @@ def run_demo(*, redis_url: str) -> int:
                     },
                 ],
             )
-            _say(f"   grant {grant.id}: payments.transfer (amount <= 950 EUR, to {LANDLORD_IBAN}")
-            _say(f"   only), email.send (to {LANDLORD_EMAIL} only)")
+            _say(f"   grant {grant.id}. The consent text Alice read (Describe: generated from")
+            _say("   the grant's structure only, never from text an agent supplied):")
+            consent = app.describe(grant.id)
+            for line in consent.text.splitlines():
+                _say(f"     {line}")
+            complete = all(
+                remit_text in consent.text
+                for remit_text in ('"DE89 3704 0044 0532 0130 00"', "at most 950", '"EUR"',
+                                   f'"{LANDLORD_EMAIL}"', "no other arguments")
+            )
+            steps.append(
+                Step("consent text names every bound of the grant", "allowed",
+                     "allowed" if complete else "incomplete")
+            )
+            _say(f"   [{'ok ' if complete else 'UNEXPECTED'}] {steps[-1].title}")
             key = AgentKey.generate()
             token = app.mint(grant.id, ttl=300, cnf_jkt=key.thumbprint)
             _say(f"   token minted for the agent: {len(token)} bytes, valid 300 s, bound to the")
@@ -345,11 +359,12 @@ def run_demo(*, redis_url: str) -> int:
             }
 
             def attempt(
-                title: str, expect: str, action: str, args: dict[str, Any]
+                title: str, expect: str, action: str, args: dict[str, Any],
+                *, who: Agent = agent, name: str = "agent",
             ) -> dict[str, Any]:
                 backend, path = tools[action]
-                status, body = agent.call(backend, path, action, args)
-                record(f"agent -> {title}", expect, status, body)
+                status, body = who.call(backend, path, action, args)
+                record(f"{name} -> {title}", expect, status, body)
                 return body
 
             _say("2. The agent does its task:")
@@ -369,6 +384,44 @@ def run_demo(*, redis_url: str) -> int:
                     "body": "The March rent has been paid.",
                 },
             )
+            _say()
+            _say("2b. The assistant hands follow-up mail to a sub-agent with its own key. It")
+            _say("   exchanges its token (no app credential: the token plus a proof by its key)")
+            _say("   for a narrower one: email only, to the landlord only, 2 minutes, bound to")
+            _say("   the sub-agent's key:")
+            exchanger = remit.Client(svc["grpc"])  # the agent's own client: no API key
+            mailer_key = AgentKey.generate()
+            mail_only = {
+                "action": "email.send",
+                "args": {"to": {"eq": LANDLORD_EMAIL}, "subject": {"max_len": 200},
+                         "body": {"max_len": 500}},
+            }
+            child = exchanger.exchange(
+                token, key, capabilities=[mail_only], audience=["email"], ttl=120,
+                actor="agent:mailer", cnf_jkt=mailer_key.thumbprint,
+            )
+            _say(f"   sub-agent token {child.jti}: ancestors {child.depth}, act agent:mailer")
+            mailer = Agent(mailer_key, child.token)
+            attempt(
+                "email.send a receipt to the landlord", "allowed", "email.send",
+                {"to": LANDLORD_EMAIL, "subject": "Receipt", "body": "Receipt attached."},
+                who=mailer, name="sub-agent",
+            )
+            attempt(
+                f"payments.transfer 10 EUR to {ATTACKER_IBAN}", "wrong_audience",
+                "payments.transfer", {"amount": 10, "currency": "EUR", "to": ATTACKER_IBAN},
+                who=mailer, name="sub-agent",
+            )
+            wider = {"action": "email.send", "args": {"to": {"any": True}}}
+            try:
+                exchanger.exchange(child.token, mailer_key, capabilities=[wider],
+                                   actor="agent:mailer2",
+                                   cnf_jkt=AgentKey.generate().thumbprint)
+                status, body = 200, {}
+            except remit.PermissionDenied as exc:
+                status, body = 403, {"code": "permission_denied", "message": exc.message}
+            record("sub-agent -> Exchange for email to anyone (wider than its own)",
+                   "permission_denied", status, body)
             _say()
             _say("3. The email tool's result carries an injected instruction:")
             _say(f'   "{reply.get("auto_reply", "")}"')
@@ -434,6 +487,12 @@ def run_demo(*, redis_url: str) -> int:
                 "email.send",
                 {"to": LANDLORD_EMAIL, "subject": "Hi", "body": "..."},
             )
+            attempt(
+                "email.send with its exchanged token (its grant is revoked)", "revoked",
+                "email.send", {"to": LANDLORD_EMAIL, "subject": "Hi", "body": "..."},
+                who=mailer, name="sub-agent",
+            )
+            exchanger.close()
             app.close()
             _say()
             paid_attacker = any(ATTACKER_IBAN in json.dumps(c) for b in backends for c in b.calls)

@@ -128,22 +128,35 @@ def _api_key(context: grpc.ServicerContext) -> str | None:
     return None
 
 
+def _json_field(text: str, path: str) -> Any:
+    if len(text) > MAX_ARGS_JSON:
+        raise BadRequest(f"{path}: larger than 64 KiB", field=path)
+    try:
+        return strict_json_loads(text)
+    except ValueError as exc:
+        raise BadRequest(f"{path}: {exc}", field=path) from None
+
+
 def _capabilities(messages: Any, name: str) -> list[dict[str, Any]]:
     out = []
     for i, cap in enumerate(messages):
-        text = cap.args_json or "{}"
-        if len(text) > MAX_ARGS_JSON:
-            raise BadRequest(
-                f"{name}[{i}].args_json: larger than 64 KiB", field=f"{name}[{i}].args_json"
-            )
-        try:
-            args = strict_json_loads(text)
-        except ValueError as exc:
-            raise BadRequest(
-                f"{name}[{i}].args_json: {exc}", field=f"{name}[{i}].args_json"
-            ) from None
-        out.append({"action": cap.action, "args": args})
+        entry = {
+            "action": cap.action,
+            "args": _json_field(cap.args_json or "{}", f"{name}[{i}].args_json"),
+        }
+        if cap.limits_json:
+            entry["limits"] = _json_field(cap.limits_json, f"{name}[{i}].limits_json")
+        out.append(entry)
     return out
+
+
+def _capability_message(cap: dict[str, Any]) -> remit_pb2.Capability:
+    limits = cap.get("limits")
+    return remit_pb2.Capability(
+        action=cap["action"],
+        args_json=json.dumps(cap["args"], separators=(",", ":")),
+        limits_json=json.dumps(limits, separators=(",", ":")) if limits else "",
+    )
 
 
 def grant_message(grant: GrantRecord) -> remit_pb2.Grant:
@@ -153,12 +166,7 @@ def grant_message(grant: GrantRecord) -> remit_pb2.Grant:
         subject=grant.subject,
         agent=grant.agent,
         audience=grant.audience,
-        capabilities=[
-            remit_pb2.Capability(
-                action=c["action"], args_json=json.dumps(c["args"], separators=(",", ":"))
-            )
-            for c in grant.capabilities
-        ],
+        capabilities=[_capability_message(c) for c in grant.capabilities],
         purpose=grant.purpose,
         created_at=grant.created_at,
         expires_at=grant.expires_at,
@@ -272,4 +280,35 @@ class RemitServicer(remit_pb2_grpc.RemitServicer):
     ) -> remit_pb2.GetKeysResponse:
         return remit_pb2.GetKeysResponse(
             jwks_json=json.dumps(self._core.jwks()), issuer=self._core.config.issuer
+        )
+
+    @_rpc
+    def Exchange(
+        self, request: remit_pb2.ExchangeRequest, context: grpc.ServicerContext
+    ) -> remit_pb2.ExchangeResponse:
+        # No app credential: the token and its proof of possession are the credential.
+        result = self._core.exchange(
+            token=request.token,
+            proof=request.proof,
+            capabilities=_capabilities(request.capabilities, "capabilities"),
+            ttl=request.ttl_seconds,
+            audience=list(request.audience),
+            actor=request.actor,
+            cnf_jkt=request.cnf_jkt,
+        )
+        return remit_pb2.ExchangeResponse(
+            token=result.token, jti=result.jti, expires_at=result.expires_at, depth=result.depth
+        )
+
+    @_rpc
+    def Describe(
+        self, request: remit_pb2.DescribeRequest, context: grpc.ServicerContext
+    ) -> remit_pb2.DescribeResponse:
+        found = self._core.describe(
+            self._app(context),
+            grant_id=request.grant_id,
+            capabilities=_capabilities(request.capabilities, "capabilities"),
+        )
+        return remit_pb2.DescribeResponse(
+            text=found.text, capabilities=found.capabilities, risk=found.risk
         )

@@ -124,6 +124,22 @@ class GrantStore:
         grant = None if body is None else _decode_grant(body)
         return grant, int(epoch) if epoch is not None else self.ensure_epoch(now)
 
+    def lineage_state(
+        self, gid: str, jti: str, anc: tuple[str, ...], proof_jti: str, proof_ttl: int
+    ) -> tuple[GrantRecord | None, int | None, bool, bool]:
+        """For Exchange, in one round trip: the grant, the epoch (None: lost), whether the
+        grant, the token or any ancestor is revoked, and whether the proof ``jti`` was
+        fresh (it is claimed, single use, for ``proof_ttl`` seconds)."""
+        with _redis_errors():
+            pipe = self._r.pipeline(transaction=False)
+            pipe.get(self._k.grant(gid))
+            pipe.get(self._k.epoch())
+            pipe.exists(*self._k.revocation_check(gid, jti, anc))
+            pipe.set(self._k.proof_used(gid, proof_jti), b"1", nx=True, ex=max(1, proof_ttl))
+            body, epoch, revoked, fresh = pipe.execute()
+        grant = None if body is None else _decode_grant(body)
+        return grant, None if epoch is None else int(epoch), bool(revoked), bool(fresh)
+
     def get(self, gid: str) -> GrantRecord | None:
         with _redis_errors():
             body = self._r.get(self._k.grant(gid))

@@ -1,4 +1,5 @@
-"""The ``remit`` command line: serve, keys, agent, grant, mint, revoke, verify, inspect, demo.
+"""The ``remit`` command line: serve, keys, agent, grant, mint, exchange, describe, revoke,
+verify, inspect, demo.
 
 Exit codes: 0 success (``verify``: allowed), 1 failure, 2 usage error,
 3 ``verify`` denied.
@@ -245,6 +246,45 @@ def _cmd_mint(args: argparse.Namespace) -> int:
             cnf_jkt=args.cnf_jkt or "",
         )
     print(token)
+    return 0
+
+
+def _cmd_exchange(args: argparse.Namespace) -> int:
+    try:
+        key = remit.agent.AgentKey.load(args.key)
+    except remit.KeyLoadError as exc:
+        raise UsageError(str(exc)) from None
+    with remit.Client(args.target) as client:  # Exchange needs no app credential
+        child = client.exchange(
+            _token_arg(args.token),
+            key,
+            capabilities=_capabilities_arg(args.capability) or None,
+            ttl=args.ttl,
+            audience=args.audience,
+            actor=args.actor or "",
+            cnf_jkt=args.cnf_jkt or "",
+        )
+    print(child.token)
+    return 0
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    if bool(args.grant_id) == bool(args.capabilities):
+        raise UsageError("give exactly one of GRANT_ID or --capabilities FILE")
+    caps = None
+    if args.capabilities:
+        try:
+            text = Path(args.capabilities).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.capabilities}: {exc.strerror}") from None
+        value = _json_arg(text, args.capabilities)
+        caps = value if isinstance(value, list) else [value]
+    with _client(args) as client:
+        consent = client.describe(args.grant_id, capabilities=caps)
+    if args.json:
+        _print_json(consent.__dict__)
+    else:
+        print(consent.text)
     return 0
 
 
@@ -599,6 +639,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audience", action="append")
     p.add_argument("--cnf-jkt", help="bind to the agent key with this RFC 7638 thumbprint")
     p.set_defaults(func=_cmd_mint)
+
+    p = sub.add_parser(
+        "exchange", help="agent: trade a key-bound token for a narrower one (prints it)"
+    )
+    p.add_argument(
+        "--target",
+        default=os.environ.get("REMIT_TARGET", DEFAULT_TARGET),
+        help="service host:port (env REMIT_TARGET)",
+    )
+    p.add_argument("token", help="the parent token, or - to read it from stdin")
+    p.add_argument("--key", required=True, help="the agent key file the token is bound to")
+    p.add_argument("--capability", action="append", help="narrower capability JSON")
+    p.add_argument("--ttl", type=int, default=0)
+    p.add_argument("--audience", action="append")
+    p.add_argument("--actor", help="sub-agent id (omit to renew for the same agent)")
+    p.add_argument("--cnf-jkt", help="the sub-agent's key thumbprint (with --actor)")
+    p.set_defaults(func=_cmd_exchange)
+
+    p = sub.add_parser("describe", help="consent text for a grant or for capabilities")
+    _app_options(p)
+    p.add_argument("grant_id", nargs="?", help="a grant of this app")
+    p.add_argument("--capabilities", help="JSON file: a capability or a list of them")
+    p.add_argument("--json", action="store_true", help="print text, lines and risk as JSON")
+    p.set_defaults(func=_cmd_describe)
 
     p = sub.add_parser("revoke", help="revoke a token or a grant")
     _app_options(p)

@@ -275,11 +275,13 @@ def test_demo_runs_and_every_step_behaves(redis_url: str) -> None:
     out = remit_cli("demo", "--redis", redis_url, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
-    assert "11/11 steps behaved as expected" in text
+    assert "16/16 steps behaved as expected" in text
     for code in ("argument_denied", "action_not_granted", "revoked", "proof_required",
-                 "replayed", "proof_mismatch"):
+                 "replayed", "proof_mismatch", "wrong_audience", "permission_denied"):
         assert f"DENIED ({code}" in text
     assert "UNEXPECTED" not in text
+    assert "sub-agent -> email.send a receipt to the landlord" in text  # Exchange
+    assert "[ok ] consent text names every bound of the grant" in text  # Describe
 
 
 def test_agent_keygen_show_and_verify_with_proof(tmp_path: Path) -> None:

@@ -18,5 +18,6 @@ def test_reflection_lists_and_describes_remit(service: Server) -> None:
         service_proto = next(s for s in remit_file.service if s.name == "Remit")
         methods = {m.name for m in service_proto.method}
     assert methods == {
-        "CreateGrant", "GetGrant", "ListGrants", "Mint", "Revoke", "GetKeys", "GetAlignment"
+        "CreateGrant", "GetGrant", "ListGrants", "Mint", "Revoke", "GetKeys", "GetAlignment",
+        "Exchange", "Describe",
     }

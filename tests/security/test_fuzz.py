@@ -351,7 +351,38 @@ def ref_constraint_ok(c: Any, *, star: bool) -> bool:
         else:
             return False
     ops = set(c) - {"optional"}
-    return bool(ops) and not ("any" in ops and len(ops) > 1)
+    if not ops or ("any" in ops and len(ops) > 1):
+        return False
+    return ref_satisfiable(c, ops)
+
+
+REF_KINDS = {
+    **{op: {float} for op in BOUNDS},
+    "max_len": {str, list},
+    "prefix": {str},
+    "glob": {str},
+}
+
+
+def ref_satisfiable(c: Mapping[str, Any], ops: set[str]) -> bool:
+    """docs/scope-language.md, "Contradictions": sibling operators that can never all
+    hold make the constraint invalid (value types, numeric bounds, eq/in vs the rest)."""
+    kinds: set[type] = {str, float, bool, type(None), list, dict}
+    for op in ops:
+        kinds &= REF_KINDS.get(op, kinds)
+    if not kinds:
+        return False
+    lows = [(c[op], op == "gt") for op in ("gt", "ge") if op in c]
+    highs = [(c[op], op == "lt") for op in ("lt", "le") if op in c]
+    for low, strict_low in lows:
+        for high, strict_high in highs:
+            if low > high or (low == high and (strict_low or strict_high)):
+                return False
+    if "eq" in ops or "in" in ops:
+        key = "eq" if "eq" in ops else "in"
+        candidates = [c["eq"]] if key == "eq" else c["in"]
+        return any(all(ref_op(op, c[op], v) for op in ops if op != key) for v in candidates)
+    return True
 
 
 def ref_capability_ok(obj: Any, *, token_form: bool = False) -> bool:
@@ -870,6 +901,8 @@ def constraints(draw: st.DrawFn, *, star: bool = False) -> dict[str, Any]:
     else:
         ops = draw(st.lists(st.sampled_from(sorted(OPERANDS)), min_size=1, max_size=3, unique=True))
         c = {op: draw(OPERANDS[op]) for op in ops}
+        if not ref_satisfiable(c, set(c)):  # contradictory siblings are invalid: keep one
+            c = {ops[0]: c[ops[0]]}
     if not star and draw(st.booleans()):
         c["optional"] = True
     return c

@@ -697,9 +697,13 @@ def test_authorization_details_entry_of_another_type() -> None:
     denied(valid(authorization_details=mixed), Code.MALFORMED)
 
 
-def test_capability_with_limits_is_unsupported() -> None:
+def test_capability_with_limits_is_unsupported_without_redis() -> None:
+    budgets = [{"id": "g0", "exp": NOW + 3600, "uses": 1}]
+    cap = {**claims()["authorization_details"][0], "limits": budgets}
+    denied(valid(authorization_details=[cap]), Code.UNSUPPORTED)  # never ignored
+    # The grant's request form is not a token budget list.
     cap = {**claims()["authorization_details"][0], "limits": {"uses": 1}}
-    denied(valid(authorization_details=[cap]), Code.UNSUPPORTED)
+    denied(valid(authorization_details=[cap]), Code.MALFORMED)
 
 
 def test_token_bound_with_cnf_requires_a_proof() -> None:

@@ -99,6 +99,7 @@ def test_token_vectors_cover_every_code_a_token_check_gives_without_redis() -> N
         "revoked", "revocation_unavailable", "token_required", "bad_proof",
         "proof_key_mismatch", "proof_mismatch", "proof_expired", "replayed",
         "audit_unavailable",
+        "limit_exceeded", "limit_unavailable",  # budgets need Redis: tests/vectors/limits.json
     }
     assert codes == {code.value for code in Code} - not_from_tokens_alone
     assert sum(c["expected"]["allowed"] for c in CASES) >= 10

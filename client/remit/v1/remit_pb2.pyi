@@ -7,12 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Capability(_message.Message):
-    __slots__ = ("action", "args_json")
+    __slots__ = ("action", "args_json", "limits_json")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_JSON_FIELD_NUMBER: _ClassVar[int]
     action: str
     args_json: str
-    def __init__(self, action: _Optional[str] = ..., args_json: _Optional[str] = ...) -> None: ...
+    limits_json: str
+    def __init__(self, action: _Optional[str] = ..., args_json: _Optional[str] = ..., limits_json: _Optional[str] = ...) -> None: ...
 
 class Grant(_message.Message):
     __slots__ = ("id", "app", "subject", "agent", "audience", "capabilities", "purpose", "created_at", "expires_at", "revoked")
@@ -151,3 +153,51 @@ class GetAlignmentResponse(_message.Message):
     REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
     report_json: str
     def __init__(self, report_json: _Optional[str] = ...) -> None: ...
+
+class ExchangeRequest(_message.Message):
+    __slots__ = ("token", "proof", "capabilities", "ttl_seconds", "audience", "actor", "cnf_jkt")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    CNF_JKT_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    proof: str
+    capabilities: _containers.RepeatedCompositeFieldContainer[Capability]
+    ttl_seconds: int
+    audience: _containers.RepeatedScalarFieldContainer[str]
+    actor: str
+    cnf_jkt: str
+    def __init__(self, token: _Optional[str] = ..., proof: _Optional[str] = ..., capabilities: _Optional[_Iterable[_Union[Capability, _Mapping]]] = ..., ttl_seconds: _Optional[int] = ..., audience: _Optional[_Iterable[str]] = ..., actor: _Optional[str] = ..., cnf_jkt: _Optional[str] = ...) -> None: ...
+
+class ExchangeResponse(_message.Message):
+    __slots__ = ("token", "jti", "expires_at", "depth")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    JTI_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    jti: str
+    expires_at: int
+    depth: int
+    def __init__(self, token: _Optional[str] = ..., jti: _Optional[str] = ..., expires_at: _Optional[int] = ..., depth: _Optional[int] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ("grant_id", "capabilities")
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    grant_id: str
+    capabilities: _containers.RepeatedCompositeFieldContainer[Capability]
+    def __init__(self, grant_id: _Optional[str] = ..., capabilities: _Optional[_Iterable[_Union[Capability, _Mapping]]] = ...) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("text", "capabilities", "risk")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    RISK_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    risk: str
+    def __init__(self, text: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., risk: _Optional[str] = ...) -> None: ...

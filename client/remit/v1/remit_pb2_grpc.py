@@ -69,6 +69,16 @@ class RemitStub:
                 request_serializer=remit_dot_v1_dot_remit__pb2.GetAlignmentRequest.SerializeToString,
                 response_deserializer=remit_dot_v1_dot_remit__pb2.GetAlignmentResponse.FromString,
                 _registered_method=True)
+        self.Exchange = channel.unary_unary(
+                '/remit.v1.Remit/Exchange',
+                request_serializer=remit_dot_v1_dot_remit__pb2.ExchangeRequest.SerializeToString,
+                response_deserializer=remit_dot_v1_dot_remit__pb2.ExchangeResponse.FromString,
+                _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/remit.v1.Remit/Describe',
+                request_serializer=remit_dot_v1_dot_remit__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=remit_dot_v1_dot_remit__pb2.DescribeResponse.FromString,
+                _registered_method=True)
 
 
 class RemitServicer:
@@ -124,6 +134,23 @@ class RemitServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exchange(self, request, context):
+        """Trade a key-bound token for a narrower one: renewal for the same agent, or a
+        token for a sub-agent. No app credential: the token plus a proof of possession
+        (aud = the issuer, action "remit.exchange", args = the request fields) is it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Describe(self, request, context):
+        """Consent text for a grant or for capabilities, from the structure and the action
+        catalog only. App credential required.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RemitServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +188,16 @@ def add_RemitServicer_to_server(servicer, server):
                     servicer.GetAlignment,
                     request_deserializer=remit_dot_v1_dot_remit__pb2.GetAlignmentRequest.FromString,
                     response_serializer=remit_dot_v1_dot_remit__pb2.GetAlignmentResponse.SerializeToString,
+            ),
+            'Exchange': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exchange,
+                    request_deserializer=remit_dot_v1_dot_remit__pb2.ExchangeRequest.FromString,
+                    response_serializer=remit_dot_v1_dot_remit__pb2.ExchangeResponse.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=remit_dot_v1_dot_remit__pb2.DescribeRequest.FromString,
+                    response_serializer=remit_dot_v1_dot_remit__pb2.DescribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +389,60 @@ class Remit:
             '/remit.v1.Remit/GetAlignment',
             remit_dot_v1_dot_remit__pb2.GetAlignmentRequest.SerializeToString,
             remit_dot_v1_dot_remit__pb2.GetAlignmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exchange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remit.v1.Remit/Exchange',
+            remit_dot_v1_dot_remit__pb2.ExchangeRequest.SerializeToString,
+            remit_dot_v1_dot_remit__pb2.ExchangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remit.v1.Remit/Describe',
+            remit_dot_v1_dot_remit__pb2.DescribeRequest.SerializeToString,
+            remit_dot_v1_dot_remit__pb2.DescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,
