@@ -680,7 +680,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--args", default="{}", help="the call's arguments as a JSON object")
     p.add_argument("--proof", help="the call's proof of possession (key-bound tokens)")
     p.add_argument("--revocation", choices=("off", "strict"))
-    p.add_argument("--redis", help="Redis URL (for --revocation strict)")
+    p.add_argument(
+        "--redis",
+        help="Redis URL (for --revocation strict). With it this is a real call: a proof is "
+        "used up and the capability's budgets are charged, as at a tool backend",
+    )
     p.add_argument("--prefix", default="remit:")
     p.set_defaults(func=_cmd_verify)
 

@@ -291,3 +291,29 @@ def test_a_sub_agents_spending_counts_against_the_grants_budget(
     # A renewal does not reset the budget either.
     renewed = agent.exchange(token, agent_key)
     assert denied(v, agent_key, renewed.token) == "limit_exceeded"
+
+
+def test_exchange_is_recorded_in_the_audit_trail(
+    agent: remit.Client, parent: tuple[remit.Grant, str], agent_key: AgentKey,
+    redis_client: Any, redis_prefix: str,
+) -> None:
+    """token.exchanged names the child, its parent, its actor and its (narrower) scope."""
+    from remit_service._audit_read import parse_entry
+
+    grant, token = parent
+    sub_key = AgentKey.generate()
+    narrow = {"action": "payments.transfer", "args": {"amount": {"le": 20}, "to": {"eq": "DE89"}}}
+    child = agent.exchange(
+        token, agent_key, capabilities=[narrow], actor="agent:sub", cnf_jkt=sub_key.thumbprint
+    )
+    entries = [parse_entry(i, f) for i, f in redis_client.xrange(f"{redis_prefix}audit")]
+    events = [e.event for e in entries if not isinstance(e, str)]
+    assert len(events) == len(entries)  # every entry is well-formed v1
+    exchanged = [e for e in events if e["type"] == "token.exchanged"]
+    c = claims(child.token)
+    assert exchanged == [{
+        "type": "token.exchanged", "ts": exchanged[0]["ts"], "gid": grant.id, "jti": child.jti,
+        "app": grant.app, "agent": "agent:sub", "sub": "user:alice", "exp": c["exp"],
+        "capabilities": c["authorization_details"], "anc": c["anc"],
+        "parent": claims(token)["jti"],
+    }]
