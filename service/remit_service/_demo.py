@@ -30,6 +30,8 @@ import redis
 import remit
 from remit.agent import PROOF_HEADER, AgentKey, http_headers
 
+from ._report_render import render
+
 __all__ = ["run_demo"]
 
 LANDLORD_IBAN = "DE89 3704 0044 0532 0130 00"
@@ -91,6 +93,10 @@ class ToolBackend:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+
+    def flush_audit(self) -> None:
+        """Write out the verifier's buffered audit events (closing it flushes them)."""
+        self._verifier.close()
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -284,6 +290,9 @@ def run_demo(*, redis_url: str) -> int:
                     revocation="strict",
                     redis=redis_url,
                     prefix=prefix,
+                    # Amounts and payees are no secret here: record them, so the report
+                    # can set what was used against what was granted.
+                    audit_args=["payments.*"],
                 )
 
             payments, email = _payments(verifier("payments")), _email(verifier("email"))
@@ -493,7 +502,29 @@ def run_demo(*, redis_url: str) -> int:
                 who=mailer, name="sub-agent",
             )
             exchanger.close()
+            _say()
+            _say("6. What was granted vs what was exercised (the action-alignment report, from")
+            _say("   the audit trail every backend and the service wrote):")
+            for b in backends:
+                b.flush_audit()
+            report = app.get_alignment(grant_id=grant.id)
             app.close()
+            for line in render(report, "text").splitlines():
+                _say(f"   {line}" if line else "")
+            (row,) = report["grants"]
+            reasons = {r["code"] for r in row["over_reach"]}
+            allowed = sum(len(b.calls) for b in backends)
+            steps.append(
+                Step(
+                    "the report shows every allowed call and the over-reach by reason",
+                    "allowed",
+                    "allowed"
+                    if row["allowed"] == allowed
+                    and {"argument_denied", "action_not_granted", "replayed"} <= reasons
+                    else f"allowed={row['allowed']} reasons={sorted(reasons)}",
+                )
+            )
+            _say(f"   [{'ok ' if steps[-1].ok else 'UNEXPECTED'}] {steps[-1].title}")
             _say()
             paid_attacker = any(ATTACKER_IBAN in json.dumps(c) for b in backends for c in b.calls)
             steps.append(

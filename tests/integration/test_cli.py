@@ -275,7 +275,7 @@ def test_demo_runs_and_every_step_behaves(redis_url: str) -> None:
     out = remit_cli("demo", "--redis", redis_url, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
-    assert "16/16 steps behaved as expected" in text
+    assert "17/17 steps behaved as expected" in text
     for code in ("argument_denied", "action_not_granted", "revoked", "proof_required",
                  "replayed", "proof_mismatch", "wrong_audience", "permission_denied"):
         assert f"DENIED ({code}" in text
