@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import redis
+from remit._redis import connect as _connect
 
 __all__ = ["LimitsRedis", "connect"]
 
@@ -21,5 +21,6 @@ class LimitsRedis:
 
 
 def connect(url: str, cluster: bool) -> Any:
-    """A new client for ``url`` (in another process)."""
-    return redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+    """A new client for ``url`` (in another process); ``cluster`` is implied by the URL."""
+    del cluster
+    return _connect(url, timeout=5.0)

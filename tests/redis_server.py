@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import redis
+from remit._redis_keys import RedisKeys
 
 __all__ = ["PrivateRedis", "free_port"]
 
@@ -60,7 +61,13 @@ class PrivateRedis:
         """Write the revocation epoch a running service would keep (strict verifiers
         refuse everything without one)."""
         with redis.Redis.from_url(self.url) as c:
-            c.set(f"{prefix}epoch", value)
+            c.set(RedisKeys(prefix).epoch(), value)
+
+    def seed_grant(self, gid: str, prefix: str = "remit:") -> None:
+        """Write a (dummy) grant record, as the service would: strict verifiers treat a
+        token whose grant record is missing as lost to a data loss."""
+        with redis.Redis.from_url(self.url) as c:
+            c.set(RedisKeys(prefix).grant(gid), b"{}")
 
     def shutdown_nosave(self) -> None:
         with redis.Redis.from_url(self.url) as c, contextlib.suppress(redis.ConnectionError):

@@ -399,16 +399,31 @@ class Client:
         return token
 
     def revoke(
-        self, *, jti: str | None = None, grant_id: str | None = None, reason: str = ""
+        self,
+        *,
+        jti: str | None = None,
+        grant_id: str | None = None,
+        agent: str | None = None,
+        subject: str | None = None,
+        all: bool = False,
+        before: int = 0,
+        reason: str = "",
     ) -> int:
-        """Revoke one token or a whole grant; returns the revocation time (Unix s)."""
-        if bool(jti) == bool(grant_id):
-            raise InvalidArgument("give exactly one of jti= or grant_id=", field="target")
-        request = (
-            remit_pb2.RevokeRequest(jti=jti, reason=reason)
-            if jti
-            else remit_pb2.RevokeRequest(grant_id=grant_id, reason=reason)
-        )
+        """Revoke one token (and its descendants), a whole grant, or every token of the
+        app's grants issued before ``before`` (Unix s; 0 = now) to an ``agent``, from a
+        ``subject``, or under ``all`` of them. Returns the revocation time (Unix s)."""
+        targets = {"jti": jti, "grant_id": grant_id, "agent": agent, "subject": subject}
+        given = {k: v for k, v in targets.items() if v}
+        if len(given) + bool(all) != 1:
+            raise InvalidArgument(
+                "give exactly one of jti=, grant_id=, agent=, subject= or all=True",
+                field="target",
+            )
+        request = remit_pb2.RevokeRequest(reason=reason, before=before)
+        if all:
+            request.all = True
+        for name, value in given.items():
+            setattr(request, name, value)
         revoked_at: int = self._call("Revoke", request).revoked_at
         return revoked_at
 

@@ -2,8 +2,12 @@
 
 Every key that one atomic operation touches carries the grant id as a hash tag
 (``{gid}``), so the same commands work on a single Redis and on Redis Cluster:
-the strict revocation check is a single ``EXISTS`` over the grant and every token
-id of the lineage, which all live in the grant's slot.
+the strict revocation check is one pipeline over the grant record, the grant's
+revocation keys and every token id of the lineage, which all live in the grant's slot.
+
+The revocation stream and the epoch share the hash tag ``{rev}``: one shard holds
+both, so a shard that loses its data loses them together and a verifier following
+the stream sees the loss as a missing or newer epoch (docs/revocation.md).
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ class RedisKeys:
         """Exists while a revoked grant could still have live tokens."""
         return f"{self.prefix}rev:{{{gid}}}:grant"
 
+    def grant_cutoff(self, gid: str) -> str:
+        """Integer seconds: the grant's tokens issued before it are revoked ("everything
+        issued before T" by subject, agent or all, materialized per grant). Only rises."""
+        return f"{self.prefix}rev:{{{gid}}}:before"
+
     def token_revoked(self, gid: str, jti: str) -> str:
         """Exists while a revoked token (or a descendant) could still be live."""
         return f"{self.prefix}rev:{{{gid}}}:jti:{jti}"
@@ -37,8 +46,13 @@ class RedisKeys:
 
     def epoch(self) -> str:
         """Integer seconds: tokens issued before it are dead. Its absence means Redis lost
-        its data (restart without persistence, flush, failover to an empty replica)."""
-        return f"{self.prefix}epoch"
+        its data (restart without persistence, flush, failover to an empty replica).
+        Same hash tag as :meth:`revocation_stream`."""
+        return f"{self.prefix}{{rev}}:epoch"
+
+    def revocation_stream(self) -> str:
+        """The stream of every revocation (entry format: :mod:`remit._revfeed`)."""
+        return f"{self.prefix}{{rev}}:stream"
 
     def proof_used(self, gid: str, jti: str) -> str:
         """Exists while a proof of possession with this jti could still be presented."""

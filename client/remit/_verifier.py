@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import os
 import threading
 import time
@@ -44,8 +45,9 @@ from ._jwks import JwksRefresher, is_jwks_url, load_jwks
 from ._keys import KeySet, PublicKey
 from ._limits import Charge, Limits
 from ._proof import ProofClaims, ProofParser, args_hash, token_hash
-from ._redis import RedisLike, connect
+from ._redis import RedisLike, connect, is_address
 from ._redis_keys import DEFAULT_PREFIX, RedisKeys
+from ._revfeed import FeedStatus, RevocationFeed, blocking_client
 from ._revocation import CallState, ReplayMode, RevocationMode
 from ._token import MAX_TOKEN_BYTES, Claims, ScopeCache, parse_claims, split_token
 
@@ -54,6 +56,7 @@ __all__ = ["Decision", "Verifier"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 JWKS_REFRESH_TIMEOUT = 2.0  # seconds: the longest an unknown kid can hold up a check
+log = logging.getLogger("remit")
 
 
 class Decision(NamedTuple):
@@ -83,8 +86,15 @@ class _Verified(NamedTuple):
 class Verifier:
     """Verify remit tokens and calls for one tool backend (one audience).
 
-    ``keys``: a :class:`KeySet`, a JWKS mapping, or public keys. ``revocation`` must be
-    chosen: ``"strict"`` (needs ``redis``) or ``"off"``. ``leeway`` (seconds) absorbs
+    ``keys``: a :class:`KeySet`, a JWKS mapping, or public keys. ``revocation``:
+    ``"stream"`` (the default; needs ``redis``): an in-memory revocation set loaded at
+    construction and kept current by a daemon thread following the service's revocation
+    stream (docs/revocation.md); checks fail closed (``revocation_unavailable``) when the
+    feed has not been confirmed current for ``revocation_max_age`` seconds (default 2).
+    ``unsafe_stale_revocations_ok=True`` answers from the last known set instead: a
+    revoked token may then be accepted while Redis is unreachable. ``"strict"`` (needs
+    ``redis``): one Redis round trip per call. ``"off"``: no revocation check. Call
+    :meth:`close` (or use ``with``) to stop the feed thread. ``leeway`` (seconds) absorbs
     clock skew on ``exp``/``nbf``/``iat``. ``max_ttl`` rejects tokens whose lifetime
     (``exp - iat``) exceeds the policy maximum, whoever signed them.
 
@@ -131,8 +141,11 @@ class Verifier:
         *,
         issuer: str,
         audience: str,
-        revocation: RevocationMode = "strict",
+        revocation: RevocationMode = "stream",
         redis: str | RedisLike | None = None,
+        revocation_max_age: float = 2.0,
+        unsafe_stale_revocations_ok: bool = False,
+        revocation_load_timeout: float = 15.0,
         prefix: str = DEFAULT_PREFIX,
         leeway: float = 5.0,
         max_ttl: int = 24 * 3600,
@@ -174,14 +187,19 @@ class Verifier:
         self._headers: dict[str, str] = {}
         self._scopes = ScopeCache()
         self._compiled: dict[int, tuple[tuple[Any, ...], _Scope]] = {}
-        if revocation not in ("strict", "off"):
-            raise ValueError(f"unknown revocation mode {revocation!r}; use 'strict' or 'off'")
+        if revocation not in ("stream", "strict", "off"):
+            raise ValueError(
+                f"unknown revocation mode {revocation!r}; use 'stream', 'strict' or 'off'"
+            )
         if replay is None:
             replay = "redis" if redis is not None else "local"
         if replay not in ("redis", "local"):
             raise ValueError(f"unknown replay mode {replay!r}; use 'redis' or 'local'")
-        if revocation == "strict" and redis is None:
-            raise ValueError('revocation="strict" needs redis= (a URL or a client)')
+        if revocation != "off" and redis is None:
+            raise ValueError(
+                f'revocation="{revocation}" needs redis= (a URL or a client); '
+                'revocation="off" checks no revocation'
+            )
         if replay == "redis" and redis is None:
             raise ValueError('replay="redis" needs redis= (a URL or a client)')
         if not 1 <= proof_window <= 300:
@@ -189,12 +207,22 @@ class Verifier:
         client = connect(redis) if redis is not None else None
         # Budgets (capability "limits") need Redis; without it such tokens are denied.
         self._limits = Limits(client, prefix) if client is not None else None
+        feed: RevocationFeed | None = None
+        if revocation == "stream":
+            feed = _start_feed(
+                redis,
+                RedisKeys(prefix),
+                max_age=revocation_max_age,
+                fail_open=unsafe_stale_revocations_ok,
+                wait=revocation_load_timeout,
+            )
         self._state = CallState(
             client,
             RedisKeys(prefix),
             revocation=revocation,
             replay=replay,
-            owned=isinstance(redis, str),
+            owned=is_address(redis),
+            feed=feed,
         )
         self._proofs = ProofParser()
         self._proof_window = proof_window
@@ -542,9 +570,20 @@ class Verifier:
 
         return decorate
 
+    def revocation_status(self) -> FeedStatus | None:
+        """Stream mode: the feed's state (``age`` is its lag in seconds); else None."""
+        feed = self._state.feed
+        return None if feed is None else feed.status()
+
+    def wait_revocations_ready(self, timeout: float = 10.0) -> bool:
+        """Stream mode: wait until the revocation feed is confirmed current (True), at most
+        ``timeout`` seconds (False). Other modes: True at once."""
+        feed = self._state.feed
+        return True if feed is None else feed.wait_ready(timeout)
+
     def close(self) -> None:
-        """Write the buffered audit events (as far as Redis allows), stop the audit
-        thread, release the Redis connections this verifier created."""
+        """Write the buffered audit events (as far as Redis allows), stop the audit and
+        revocation feed threads, release the Redis connections this verifier created."""
         if self._audit is not None:
             self._audit.close()
         self._state.close()
@@ -554,6 +593,24 @@ class Verifier:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _start_feed(
+    target: Any, keys: RedisKeys, *, max_age: float, fail_open: bool, wait: float
+) -> RevocationFeed:
+    if fail_open:
+        log.warning(
+            "remit: UNSAFE revocation mode: a stale revocation feed is trusted "
+            "(unsafe_stale_revocations_ok=True); revoked tokens may be accepted while "
+            "Redis is unreachable"
+        )
+    block = min(0.5, max_age / 4)
+    feed = RevocationFeed(
+        blocking_client(target, read_timeout=block + 1.0), keys, max_age=max_age,
+        block=block, fail_open=fail_open,
+    )
+    feed.start(wait)
+    return feed
 
 
 def _bound_args(

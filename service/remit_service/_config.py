@@ -4,7 +4,8 @@ Example::
 
     issuer = "https://remit.example.com"
     keys_dir = "keys"                       # relative to this file
-    redis = "redis://127.0.0.1:6379/0"
+    redis = "redis://127.0.0.1:6379/0"     # rediss://, unix://, redis+cluster://h:p,h:p,
+                                            # or a list of cluster node URLs
     prefix = "remit:"
     default_token_ttl = 300
     max_token_ttl = 3600                    # policy maximum; verifiers use the same
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from remit._redis import RedisTarget, check_address
 from remit._redis_keys import DEFAULT_PREFIX
 
 from ._catalog import ActionPolicy, parse_action
@@ -74,7 +76,7 @@ class AppPolicy:
 class Config:
     issuer: str
     keys_dir: Path
-    redis: str
+    redis: RedisTarget  # a URL, or a tuple of cluster node URLs (remit._redis.connect)
     prefix: str = DEFAULT_PREFIX
     default_token_ttl: int = 300
     max_token_ttl: int = 3600
@@ -113,6 +115,18 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: must be a non-empty list of strings")
     return tuple(value)
+
+
+def _redis_address(value: Any) -> RedisTarget:
+    """A URL or a list of cluster node URLs, checked now (the message masks passwords)."""
+    address: RedisTarget = tuple(value) if isinstance(value, list) else value
+    if not isinstance(value, str | list):
+        raise ConfigError("redis: must be a URL or a list of cluster node URLs")
+    try:
+        check_address(address)
+    except ValueError as exc:
+        raise ConfigError(f"redis: {exc}") from None
+    return address
 
 
 def _parse(data: dict[str, Any], base: Path) -> Config:
@@ -180,7 +194,7 @@ def _parse(data: dict[str, Any], base: Path) -> Config:
     return Config(
         issuer=_take(data, "issuer", str, ""),
         keys_dir=keys_dir if keys_dir.is_absolute() else base / keys_dir,
-        redis=_take(data, "redis", str, "", "redis://127.0.0.1:6379/0"),
+        redis=_redis_address(data.get("redis", "redis://127.0.0.1:6379/0")),
         prefix=_take(data, "prefix", str, "", DEFAULT_PREFIX),
         default_token_ttl=min(_take(data, "default_token_ttl", int, "", 300), max_token_ttl),
         max_token_ttl=max_token_ttl,

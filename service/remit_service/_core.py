@@ -21,6 +21,7 @@ from typing import Any
 from remit._constraints import Capability, ConstraintError, parse_capabilities
 from remit._narrowing import is_narrower
 from remit._redis_keys import RedisKeys
+from remit._revfeed import RevocationEntry
 from remit._token import MAX_TIME, MAX_TOKEN_BYTES
 
 from ._audit import ServiceAudit
@@ -32,10 +33,11 @@ from ._exchange import Exchanger, ExchangeResult
 from ._issuer import Issuer
 from ._keystore import KeyStore
 from ._limits import grant_capabilities, record_form, split_limits, with_grant_budgets
+from ._revmetrics import RevocationMetrics
 from ._schema import check_capabilities as check_schema
 from ._store import GrantRecord, GrantStore, TokenRecord
 
-__all__ = ["Core", "ExchangeResult", "MintResult"]
+__all__ = ["Core", "ExchangeResult", "MintResult", "RevokeResult"]
 
 # No control characters (Unicode Cc: C0, DEL and C1, e.g. U+0085 NEL, U+009B CSI).
 _PARTY = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,256}\Z")  # subject / agent: bounded
@@ -49,6 +51,14 @@ _JWS_OVERHEAD = 200  # header segment, dots and signature, rounded up
 DEFAULT_GRANT_TTL = 3600
 MAX_PAGE = 1000
 PARSED_GRANTS = 256  # grants whose parsed capabilities Mint keeps (see Core._granted)
+TRIM_SLACK = 300  # seconds the revocation stream keeps beyond the bound (clock skew)
+
+
+@dataclass(frozen=True)
+class RevokeResult:
+    revoked_at: int
+    grants: int  # grants revoked or given a cutoff
+    cutoff: int  # tokens issued before it are revoked (0: not a cutoff revocation)
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,7 @@ class Core:
         self._store = store
         self._clock = clock
         self.keys = RedisKeys(config.prefix)
+        self.revocation_metrics = RevocationMetrics(store.stream_info)
         # grant id -> (the record they were parsed from, its parsed capabilities)
         self._parsed: dict[str, tuple[GrantRecord, tuple[Capability, ...]]] = {}
         self._parsed_lock = threading.Lock()
@@ -252,8 +263,9 @@ class Core:
         now = int(self._clock())
         found, epoch = self._store.get_with_epoch(grant_id, now)
         grant = self._own(app, grant_id, found)
-        # Verifiers refuse tokens issued before the epoch (see GrantStore.ensure_epoch);
-        # right after it was (re)created that is the current second, so issue at it.
+        # Verifiers refuse tokens issued before the epoch (see GrantStore.ensure_epoch) or
+        # the grant's "issued before" cutoff; right after either was set that is the
+        # current second or the next, so issue at it.
         if epoch > now + 2:
             raise StoreDown("the revocation epoch is in the future: check the clocks")
         now = max(now, epoch)
@@ -392,35 +404,160 @@ class Core:
 
     # -- revocation ---------------------------------------------------------------
 
-    def revoke(self, app: AppPolicy, *, jti: str = "", grant_id: str = "", reason: str = "") -> int:
-        if bool(jti) == bool(grant_id):
-            raise BadRequest("target: give exactly one of jti or grant_id", field="target")
+    def revoke(
+        self,
+        app: AppPolicy,
+        *,
+        jti: str = "",
+        grant_id: str = "",
+        agent: str = "",
+        subject: str = "",
+        all: bool = False,
+        before: int = 0,
+        reason: str = "",
+    ) -> RevokeResult:
+        """Revoke one token (and its descendants), a grant, or what was issued before
+        ``before`` (0 = now) by an agent, a subject, or every grant of the app.
+
+        Lifetimes (docs/revocation.md): a revocation is kept until no token it could
+        affect can be alive, plus ``revocation_margin``: a token, a grant, or a grant's
+        tokens issued before T, until ``min(grant expiry, T + max_token_ttl)``: every
+        token they can affect, renewals and sub-agent tokens included, was issued before
+        T (Exchange refuses a revoked parent) and outlives neither bound. Stream entries
+        are therefore all dead ``max_token_ttl + margin`` after they are written, which
+        is what :meth:`trim_revocations` keeps.
+        """
+        targets = [
+            ("jti", jti),
+            ("grant_id", grant_id),
+            ("agent", agent),
+            ("subject", subject),
+            ("all", "1" if all else ""),
+        ]
+        given = [name for name, value in targets if value]
+        if len(given) != 1:
+            raise BadRequest(
+                "target: give exactly one of jti, grant_id, agent, subject or all", field="target"
+            )
         if len(reason) > MAX_PURPOSE:
             raise BadRequest(f"reason: at most {MAX_PURPOSE} characters", field="reason")
         now = int(self._clock())
-        margin = self.config.revocation_margin
+        if before < 0 or before > now + 1:
+            raise BadRequest("before: Unix seconds, not in the future (0 = now)", field="before")
+        if before and jti:
+            raise BadRequest("before: only with grant_id, agent, subject or all", field="before")
+        # "Now" covers tokens minted later in this very second, and those stamped with
+        # the epoch when it was just (re)created (see mint).
+        cutoff = before or max(now, self._store.ensure_epoch(now)) + 1
+        margin, max_ttl = self.config.revocation_margin, self.config.max_token_ttl
+        if jti:
+            if not _ID.match(jti):
+                raise BadRequest("jti: not a token id", field="jti")
+            token = self._store.token(jti)
+            if token is None or token.app != app.name:
+                raise Missing(f"no live token {jti}")
+            # Renewals (Exchange) may outlive the token, but each was issued before now
+            # (a revoked token is never exchanged), so it expires before now + max_ttl,
+            # and never after its grant: the same bound as a grant's.
+            record = self._store.get(token.gid)
+            horizon = min(record.expires_at, now + max_ttl) if record else now + max_ttl
+            until = max(horizon, token.exp) + margin
+            self._store.revoke_token(token, reason=reason, keep_for=until - now)
+            self._publish("jti", [RevocationEntry("j", jti, until)], 0, now)
+            self._audit_revoked(app.name, {"jti": jti}, reason)
+            return RevokeResult(revoked_at=now, grants=0, cutoff=0)
         if grant_id:
             grant = self.get_grant(app, grant_id, field="grant_id")
+            if before:
+                n = self._cut([grant], cutoff, now, bump=False)
+                self._audit_revoked(app.name, {"gid": grant.id, "before": cutoff}, reason)
+                return RevokeResult(revoked_at=now, grants=n, cutoff=cutoff)
+            until = min(grant.expires_at, now + max_ttl) + margin
             if not grant.revoked:
-                self._store.revoke_grant(
-                    grant, at=now, reason=reason, keep_for=max(grant.expires_at - now, 0) + margin
-                )
-            if self.audit is not None:  # after the revocation, which never waits on it
-                self.audit.revoked(by=app.name, what={"gid": grant_id}, reason=reason)
-            return now
-        if not _ID.match(jti):
-            raise BadRequest("jti: not a token id", field="jti")
-        token = self._store.token(jti)
-        if token is None or token.app != app.name:
-            raise Missing(f"no live token {jti}")
-        # A renewal (Exchange) may outlive the token it came from, up to the grant's
-        # expiry, and names it in `anc`: the mark must last as long as any descendant.
-        record = self._store.get(token.gid)
-        horizon = max(token.exp, record.expires_at if record is not None else 0)
-        self._store.revoke_token(token, reason=reason, keep_for=max(horizon - now, 0) + margin)
+                self._store.revoke_grant(grant, at=now, reason=reason, keep_for=until - now)
+            self._publish("grant", [RevocationEntry("g", grant.id, until)], 1, now)
+            self._audit_revoked(app.name, {"gid": grant.id}, reason)
+            return RevokeResult(revoked_at=now, grants=1, cutoff=0)
+        if agent and not _PARTY.match(agent):
+            raise BadRequest("agent: at most 256 printable characters", field="agent")
+        if subject and not _PARTY.match(subject):
+            raise BadRequest("subject: at most 256 printable characters", field="subject")
+        grants = [
+            g
+            for g in self._all_grants(app)
+            if (not agent or g.agent == agent) and (not subject or g.subject == subject)
+        ]
+        kind = "agent" if agent else "subject" if subject else "all"
+        n = self._cut(grants, cutoff, now, kind=kind, bump=not before)
+        scope = {"agent": agent} if agent else {"sub": subject} if subject else {}
+        self._audit_revoked(
+            app.name, {"before": cutoff, **scope} if scope else {"all": cutoff}, reason
+        )
+        return RevokeResult(revoked_at=now, grants=n, cutoff=cutoff)
+
+    def _audit_revoked(self, by: str, what: dict[str, Any], reason: str) -> None:
         if self.audit is not None:  # after the revocation, which never waits on it
-            self.audit.revoked(by=app.name, what={"jti": jti}, reason=reason)
-        return now
+            self.audit.revoked(by=by, what=what, reason=reason)
+
+    def revoke_everywhere(self, *, before: int = 0) -> RevokeResult:
+        """The operator's global kill switch: every token of every app issued before
+        ``before`` (0 = now), including tokens of a stolen issuer key that no grant knows.
+        Raises the epoch (stream verifiers refuse every older token) and gives every
+        grant of every app the cutoff (strict verifiers; a forged grant id has no record
+        and is refused by them anyway). Not an RPC: it needs the service's config."""
+        now = int(self._clock())
+        if before < 0 or before > now + 1:
+            raise BadRequest("before: Unix seconds, not in the future (0 = now)", field="before")
+        cutoff = before or max(now, self._store.ensure_epoch(now)) + 1
+        self._store.raise_epoch(cutoff)
+        n = 0
+        for app in self.config.apps:
+            n += self._cut(self._all_grants(app), cutoff, now, kind="all", bump=not before)
+        self._audit_revoked("operator", {"all": cutoff}, "kill switch: every app")
+        return RevokeResult(revoked_at=now, grants=n, cutoff=cutoff)
+
+    def _cut(
+        self, grants: list[GrantRecord], cutoff: int, now: int, *, kind: str = "grant",
+        bump: bool,
+    ) -> int:
+        """Give each grant an "issued before ``cutoff``" revocation; returns how many
+        could still have affected tokens (the others are skipped)."""
+        margin, max_ttl = self.config.revocation_margin, self.config.max_token_ttl
+        entries = []
+        for grant in grants:
+            # +1: a "now" cutoff may end up a second later (see GrantStore.raise_cutoff)
+            until = min(grant.expires_at, cutoff + 1 + max_ttl) + margin
+            if until <= now or grant.revoked:
+                continue
+            cut = self._store.raise_cutoff(grant.id, cutoff, keep_for=until - now, now=bump)
+            entries.append(RevocationEntry("b", grant.id, until, cut))
+        self._publish(kind, entries, len(entries), now)
+        return len(entries)
+
+    def _publish(self, kind: str, entries: list[RevocationEntry], grants: int, now: int) -> None:
+        try:
+            if entries:
+                self._store.append_revocations(entries, now)
+        except StoreDown:
+            self.revocation_metrics.stream_failed()
+            raise
+        self.revocation_metrics.revoked(kind, grants=grants, entries=len(entries))
+
+    def _all_grants(self, app: AppPolicy) -> list[GrantRecord]:
+        out: list[GrantRecord] = []
+        offset = 0
+        while True:
+            ids = self._store.list_ids(app.name, offset, MAX_PAGE)
+            if not ids:
+                return out
+            offset += len(ids)
+            out.extend(self._store.get_many(app.name, ids))
+
+    def trim_revocations(self) -> int:
+        """Drop stream entries that can no longer affect a live token (called now and then
+        by the server; see :meth:`revoke` for why the bound holds)."""
+        keep = self.config.max_token_ttl + self.config.revocation_margin + TRIM_SLACK
+        return self._store.trim_revocations(keep)
 
     # -- exchange and consent text -------------------------------------------------------
 

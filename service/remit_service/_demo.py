@@ -28,6 +28,7 @@ from typing import Any
 
 import redis
 import remit
+from remit._redis import connect, redact
 from remit.agent import PROOF_HEADER, AgentKey, http_headers
 
 from ._report_render import render
@@ -267,9 +268,11 @@ def _say(text: str = "") -> None:
 
 def run_demo(*, redis_url: str) -> int:
     try:
-        redis.Redis.from_url(redis_url, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        _say(f"remit demo: no Redis at {redis_url} ({exc}). Start one, or use ./scripts/demo.")
+        with connect(redis_url, timeout=2.0) as probe:
+            probe.ping()
+    except (redis.RedisError, ValueError) as exc:  # the address is masked: no password
+        _say(f"remit demo: no Redis at {redact(redis_url)} ({exc}). Start one, or use "
+             "./scripts/demo.")
         return 1
     prefix = f"remit-demo-{secrets.token_hex(4)}:"
     api_key = secrets.token_urlsafe(24)
@@ -540,7 +543,7 @@ def run_demo(*, redis_url: str) -> int:
     finally:
         for b in backends:
             b.stop()
-        client = redis.Redis.from_url(redis_url)
+        client = connect(redis_url, timeout=2.0)
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
             client.delete(*keys)

@@ -39,7 +39,7 @@ from remit._token import MAX_ANCESTORS, MAX_TOKEN_BYTES, Claims, parse_claims, s
 
 from ._audit import ServiceAudit
 from ._config import AppPolicy, Config
-from ._errors import AuthFailed, BadRequest, Inactive, PolicyDenied, StoreDown
+from ._errors import AuthFailed, BadRequest, Inactive, PolicyDenied
 from ._issuer import Issuer
 from ._keystore import KeyStore
 from ._limits import with_grant_budgets
@@ -163,22 +163,26 @@ class Exchanger:
         scope = self._child_scope(parent, capabilities)
 
         # 5. state, in one round trip
-        grant, epoch, revoked, fresh = self._store.lineage_state(
+        grant, cutoff, revoked, fresh = self._store.lineage_state(
             parent.gid, parent.jti, parent.anc, pop, PROOF_WINDOW + 2 * LEEWAY
         )
-        if epoch is None:
-            raise StoreDown("no revocation epoch in Redis; retry once the service restores it")
         if not fresh:
             raise AuthFailed("replayed: this proof was already used")
         if revoked:
             raise AuthFailed(f"revoked: token {parent.jti}, an ancestor or grant {parent.gid}")
-        if parent.iat < epoch:
-            raise AuthFailed("revoked: the token predates the revocation epoch")
-        if grant is None:
-            raise Inactive(f"grant {parent.gid} no longer exists")
+        if grant is None:  # expired, or Redis lost its data: nothing to hand on either way
+            raise AuthFailed(f"revoked: epoch: grant {parent.gid} is gone from Redis")
+        if parent.iat < cutoff:
+            raise AuthFailed("revoked: the token was issued before its grant's cutoff")
         if grant.revoked:
             raise AuthFailed(f"revoked: grant {grant.id} is revoked")
-        now = max(now, epoch)
+        # Stream verifiers refuse tokens issued before the epoch (a global kill switch
+        # raises it) or the grant's cutoff: the parent must be after both, and the child
+        # is issued at or after them (as Mint does).
+        _, floor = self._store.get_with_epoch(parent.gid, now)
+        if parent.iat < floor:
+            raise AuthFailed("revoked: the token predates the revocation epoch")
+        now = max(now, floor)
         if now >= grant.expires_at:
             raise Inactive(f"grant {grant.id} has expired")
         app = self._app(grant)

@@ -27,6 +27,7 @@ __all__ = ["Server"]
 
 MAX_MESSAGE = 1024 * 1024
 EPOCH_CHECK_INTERVAL = 1.0  # seconds
+TRIM_EVERY = 60  # epoch checks between two trims of the revocation stream
 log = logging.getLogger("remit.service")
 SERVICE_NAME = "remit.v1.Remit"
 
@@ -86,9 +87,13 @@ class Server:
     def _keep_epoch(self) -> None:
         # Notices within a second that Redis lost its data, and starts a new epoch so
         # verifiers refuse every token issued before (their revocations may be gone).
+        ticks = 0
         while not self._stopped.is_set():
             try:
                 self.core.keep_epoch()
+                if ticks % TRIM_EVERY == 0:
+                    self.core.trim_revocations()
+                ticks += 1
             except StoreDown:
                 # Redis down: verifiers fail closed meanwhile; retry next second
                 self.metrics.redis_errors.labels("epoch").inc()

@@ -256,10 +256,19 @@ class RemitServicer(remit_pb2_grpc.RemitServicer):
     def Revoke(
         self, request: remit_pb2.RevokeRequest, context: grpc.ServicerContext
     ) -> remit_pb2.RevokeResponse:
-        at = self._core.revoke(
-            self._app(context), jti=request.jti, grant_id=request.grant_id, reason=request.reason
+        result = self._core.revoke(
+            self._app(context),
+            jti=request.jti,
+            grant_id=request.grant_id,
+            agent=request.agent,
+            subject=request.subject,
+            all=request.all,
+            before=request.before,
+            reason=request.reason,
         )
-        return remit_pb2.RevokeResponse(revoked_at=at)
+        return remit_pb2.RevokeResponse(
+            revoked_at=result.revoked_at, grants=result.grants, cutoff=result.cutoff
+        )
 
     @_rpc
     def GetAlignment(

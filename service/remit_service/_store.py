@@ -5,8 +5,9 @@ MULTI/EXEC: a grant's record and its revocation marker, a token's revocation mar
 Lifetimes are relative (``EX``, seconds from the service's own clock): an absolute
 ``EXAT`` is read against Redis's wall clock, and a Redis clock running ahead would drop a
 revocation before the token it revokes expires.
-Redis errors surface as :class:`StoreDown` (-> UNAVAILABLE), never half a write:
-the only multi-step write (a grant and its app-index entry) is one transaction.
+Redis errors surface as :class:`StoreDown` (-> UNAVAILABLE), never half a write that
+matters: the one multi-step write across slots (a grant's app-index entry, then the
+grant) leaves at worst an index entry without a record, which listing drops.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import redis
-from remit._redis import RedisLike
+from remit._redis import REDIS_ERRORS, RedisLike
 from remit._redis_keys import RedisKeys
+from remit._revfeed import FIELD, RevocationEntry, encode_entry
 
 from ._errors import StoreDown
 
@@ -55,6 +57,27 @@ class TokenRecord:
     exp: int
 
 
+# Raise the grant's "issued before" cutoff, never lower it (two revocations racing must
+# not un-revoke), and keep it at least ARGV[2] seconds. ARGV[3] == "1" ("now"): also
+# past the current cutoff, since tokens minted since then carry it as their iat.
+_RAISE_CUTOFF = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local new = tonumber(ARGV[1])
+if ARGV[3] == '1' and cur + 1 > new then new = cur + 1 end
+if new > cur then redis.call('SET', KEYS[1], new) end
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return math.max(cur, new)
+"""
+# Raise the epoch (the global kill switch), never lower it.
+_RAISE_EPOCH = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local new = tonumber(ARGV[1])
+if new > cur then redis.call('SET', KEYS[1], new) end
+return math.max(cur, new)
+"""
+STREAM_BATCH = 500  # stream entries per transaction
+
 GRANT_CACHE_SIZE = 256  # decoded grant records, by their exact stored bytes
 
 
@@ -71,7 +94,7 @@ def _redis_errors() -> Iterator[None]:
         yield
     except (redis.TimeoutError, TimeoutError):
         raise StoreDown("Redis did not answer in time", retryable=False) from None
-    except (redis.RedisError, OSError):
+    except REDIS_ERRORS:  # cluster clients also raise RedisClusterException
         raise StoreDown("Redis unavailable") from None
 
 
@@ -79,6 +102,8 @@ class GrantStore:
     def __init__(self, client: RedisLike, keys: RedisKeys) -> None:
         self._r = client
         self._k = keys
+        self._raise_cutoff = client.register_script(_RAISE_CUTOFF)
+        self._raise_epoch = client.register_script(_RAISE_EPOCH)
 
     @property
     def client(self) -> RedisLike:
@@ -88,16 +113,17 @@ class GrantStore:
     def ping(self) -> bool:
         try:
             return bool(self._r.ping())
-        except (redis.RedisError, OSError):
+        except REDIS_ERRORS:
             return False
 
     def create(self, grant: GrantRecord, *, keep_for: int) -> None:
         body = json.dumps(asdict(grant), separators=(",", ":"))
         with _redis_errors():
-            pipe = self._r.pipeline(transaction=True)
-            pipe.set(self._k.grant(grant.id), body, ex=max(1, keep_for), nx=True)
-            pipe.zadd(self._k.app_grants(grant.app), {grant.id: grant.created_at})
-            created, _ = pipe.execute()
+            # Two commands, index first: the app index and the grant live in different
+            # hash slots (one MULTI would be CROSSSLOT on Redis Cluster). A failure in
+            # between leaves an index entry without a record, which get_many drops.
+            self._r.zadd(self._k.app_grants(grant.app), {grant.id: grant.created_at})
+            created = self._r.set(self._k.grant(grant.id), body, ex=max(1, keep_for), nx=True)
         if not created:  # 128-bit random ids: a collision means something is very wrong
             raise StoreDown("grant id collision; retry")
 
@@ -115,30 +141,34 @@ class GrantStore:
         return int(value)
 
     def get_with_epoch(self, gid: str, now: float) -> tuple[GrantRecord | None, int]:
-        """A grant and the current epoch, in one round trip."""
+        """A grant and the earliest ``iat`` a new token of it may carry (the epoch, or the
+        grant's "issued before" cutoff if later), in one round trip."""
         with _redis_errors():
             pipe = self._r.pipeline(transaction=False)
             pipe.get(self._k.grant(gid))
+            pipe.get(self._k.grant_cutoff(gid))
             pipe.get(self._k.epoch())
-            body, epoch = pipe.execute()
+            body, cutoff, epoch = pipe.execute()
         grant = None if body is None else _decode_grant(body)
-        return grant, int(epoch) if epoch is not None else self.ensure_epoch(now)
+        floor = int(epoch) if epoch is not None else self.ensure_epoch(now)
+        return grant, max(floor, int(cutoff or 0))
 
     def lineage_state(
         self, gid: str, jti: str, anc: tuple[str, ...], proof_jti: str, proof_ttl: int
-    ) -> tuple[GrantRecord | None, int | None, bool, bool]:
-        """For Exchange, in one round trip: the grant, the epoch (None: lost), whether the
-        grant, the token or any ancestor is revoked, and whether the proof ``jti`` was
-        fresh (it is claimed, single use, for ``proof_ttl`` seconds)."""
+    ) -> tuple[GrantRecord | None, int, bool, bool]:
+        """For Exchange, in one round trip to the grant's slot (like a strict verifier):
+        the grant (None: gone, e.g. Redis lost its data), its "issued before" cutoff (0:
+        none), whether the grant, the token or any ancestor is revoked, and whether the
+        proof ``jti`` was fresh (it is claimed, single use, for ``proof_ttl`` seconds)."""
         with _redis_errors():
             pipe = self._r.pipeline(transaction=False)
             pipe.get(self._k.grant(gid))
-            pipe.get(self._k.epoch())
+            pipe.get(self._k.grant_cutoff(gid))
             pipe.exists(*self._k.revocation_check(gid, jti, anc))
             pipe.set(self._k.proof_used(gid, proof_jti), b"1", nx=True, ex=max(1, proof_ttl))
-            body, epoch, revoked, fresh = pipe.execute()
+            body, cutoff, revoked, fresh = pipe.execute()
         grant = None if body is None else _decode_grant(body)
-        return grant, None if epoch is None else int(epoch), bool(revoked), bool(fresh)
+        return grant, int(cutoff or 0), bool(revoked), bool(fresh)
 
     def get(self, gid: str) -> GrantRecord | None:
         with _redis_errors():
@@ -201,3 +231,57 @@ class GrantStore:
                 reason or "revoked",
                 ex=max(1, keep_for),
             )
+
+    def raise_cutoff(self, gid: str, cutoff: int, *, keep_for: int, now: bool) -> int:
+        """The grant's tokens issued before ``cutoff`` are revoked (strict verifiers).
+        ``now``: a "revoke now", which must also cover tokens minted at the current
+        cutoff. Returns the grant's cutoff after the change."""
+        with _redis_errors():
+            result = self._raise_cutoff(
+                keys=[self._k.grant_cutoff(gid)],
+                args=[cutoff, max(1, keep_for), "1" if now else "0"],
+            )
+        return int(result)
+
+    def raise_epoch(self, value: int) -> int:
+        """Every token issued before ``value`` is refused by every stream verifier (they
+        treat the new epoch like a data loss); returns the epoch after the change."""
+        with _redis_errors():
+            return int(self._raise_epoch(keys=[self._k.epoch()], args=[value]))
+
+    def append_revocations(self, entries: list[RevocationEntry], now: float) -> str:
+        """Append to the revocation stream (stream verifiers); returns the last entry id.
+        Creates the epoch if missing, in the same transaction (same hash tag): a stream
+        written after a data loss always comes with the new epoch that reports the loss."""
+        last = ""
+        with _redis_errors():
+            for i in range(0, len(entries), STREAM_BATCH):
+                pipe = self._r.pipeline(transaction=True)
+                pipe.set(self._k.epoch(), int(now) + 1, nx=True)
+                for entry in entries[i : i + STREAM_BATCH]:
+                    pipe.xadd(self._k.revocation_stream(), {FIELD: encode_entry(entry)})
+                last = pipe.execute()[-1].decode()
+        return last
+
+    def trim_revocations(self, keep_seconds: int) -> int:
+        """Drop stream entries older than ``keep_seconds`` by Redis's clock (entry ids are
+        Redis milliseconds; every entry's ``until`` is within that), returns how many."""
+        with _redis_errors():
+            seconds, _ = self._r.time()
+            minid = max(0, (int(seconds) - keep_seconds) * 1000)
+            trimmed: int = self._r.xtrim(self._k.revocation_stream(), minid=minid)
+        return trimmed
+
+    def stream_info(self) -> tuple[int, int]:
+        """(entries in the revocation stream, age in ms of the newest by Redis's clock)."""
+        with _redis_errors():
+            pipe = self._r.pipeline(transaction=False)
+            pipe.xlen(self._k.revocation_stream())
+            pipe.xrevrange(self._k.revocation_stream(), count=1)
+            length, newest = pipe.execute()
+            # Not in the pipeline: redis-py's cluster pipeline refuses TIME (it has no key).
+            seconds, micros = self._r.time()
+        if not newest:
+            return int(length), 0
+        ms = int(newest[0][0].split(b"-")[0])
+        return int(length), max(0, int(seconds) * 1000 + int(micros) // 1000 - ms)

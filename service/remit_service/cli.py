@@ -50,6 +50,8 @@ def _token_arg(text: str) -> str:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from remit._redis import check_address
+
     from ._config import ConfigError, dev_config, load_config
     from ._keystore import KeyStore
     from ._server import Server
@@ -92,6 +94,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             from dataclasses import replace
 
             config = replace(config, **overrides)
+    try:
+        check_address(config.redis)  # a clear usage error, the password masked
+    except ValueError as exc:
+        raise UsageError(f"--redis: {exc}") from None
     server = Server(config).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -289,12 +295,72 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    if bool(args.jti) == bool(args.grant):
-        raise UsageError("give exactly one of --jti or --grant")
+    if args.everywhere:
+        return _revoke_everywhere(args)
+    targets = {"jti": args.jti, "grant_id": args.grant, "agent": args.agent,
+               "subject": args.subject}
+    given = {k: v for k, v in targets.items() if v}
+    if len(given) + bool(args.all) != 1:
+        raise UsageError("give exactly one of --jti, --grant, --agent, --subject or --all")
+    before = _before_arg(args.before) if args.before else 0
+    if before and args.jti:
+        raise UsageError("--before goes with --grant, --agent, --subject or --all, not --jti")
     with _client(args) as client:
-        at = client.revoke(jti=args.jti, grant_id=args.grant, reason=args.reason)
-    _print_json({"revoked": args.jti or args.grant, "revoked_at": at})
+        at = client.revoke(**given, all=args.all, before=before, reason=args.reason)
+    what = next(iter(given.values()), "all")
+    out: dict[str, Any] = {"revoked": what, "revoked_at": at}
+    if before:
+        out["issued_before"] = before
+    _print_json(out)
     return 0
+
+
+def _revoke_everywhere(args: argparse.Namespace) -> int:
+    """``--all --everywhere --config FILE``: the operator's kill switch, straight on Redis."""
+    if not (args.all and args.config) or any((args.jti, args.grant, args.agent, args.subject)):
+        raise UsageError("--everywhere goes with --all and --config FILE only")
+    from remit._redis import connect
+    from remit._redis_keys import RedisKeys
+
+    from ._config import ConfigError, load_config
+    from ._core import Core
+    from ._errors import BadRequest, StoreDown
+    from ._keystore import KeyStore
+    from ._store import GrantStore
+
+    try:
+        config = load_config(Path(args.config))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    client = connect(config.redis, timeout=5.0)
+    try:
+        core = Core(config, KeyStore(config.keys_dir), GrantStore(client, RedisKeys(config.prefix)))
+        result = core.revoke_everywhere(before=_before_arg(args.before) if args.before else 0)
+    except BadRequest as exc:
+        raise UsageError(str(exc)) from None
+    except StoreDown as exc:
+        print(f"remit: Redis unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    _print_json({"revoked": "everything", "issued_before": result.cutoff,
+                 "grants": result.grants, "revoked_at": result.revoked_at})
+    return 0
+
+
+def _before_arg(text: str) -> int:
+    """``--before``: Unix seconds, or an ISO 8601 time with a zone (``2026-03-01T12:00Z``)."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--before: not Unix seconds or an ISO 8601 time: {text!r}") from None
+    if when.tzinfo is None:
+        raise UsageError("--before: give a time zone (e.g. 2026-03-01T12:00:00Z)")
+    return int(when.timestamp())
 
 
 # -- verify / inspect -----------------------------------------------------------------
@@ -304,7 +370,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     call_args = _json_arg(args.args, "--args")
     if not isinstance(call_args, dict):
         raise UsageError("--args must be a JSON object")
-    mode = args.revocation or ("strict" if args.redis else "off")
+    mode = args.revocation or ("strict" if args.redis else "off")  # one check: no feed
     if mode == "strict" and not args.redis:
         raise UsageError("--revocation strict needs --redis URL")
     if mode == "off":
@@ -664,10 +730,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print text, lines and risk as JSON")
     p.set_defaults(func=_cmd_describe)
 
-    p = sub.add_parser("revoke", help="revoke a token or a grant")
+    p = sub.add_parser(
+        "revoke", help="revoke a token, a grant, or what an agent / subject / all got before T"
+    )
     _app_options(p)
-    p.add_argument("--jti")
-    p.add_argument("--grant")
+    p.add_argument("--jti", help="one token and every token narrowed from it")
+    p.add_argument("--grant", help="a grant (with --before: only its tokens issued before)")
+    p.add_argument("--agent", help="every token of the app's grants to this agent")
+    p.add_argument("--subject", help="every token of the app's grants from this user")
+    p.add_argument("--all", action="store_true", help="kill switch: every token of the app")
+    p.add_argument("--before", help="issued before this time (Unix s or ISO 8601; default now)")
+    p.add_argument(
+        "--everywhere",
+        action="store_true",
+        help="with --all and --config FILE (operator, straight on Redis): every app's tokens, "
+        "and tokens of a stolen issuer key",
+    )
+    p.add_argument("--config", help="the service's config file (for --everywhere)")
     p.add_argument("--reason", default="")
     p.set_defaults(func=_cmd_revoke)
 
@@ -679,11 +758,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--action", required=True)
     p.add_argument("--args", default="{}", help="the call's arguments as a JSON object")
     p.add_argument("--proof", help="the call's proof of possession (key-bound tokens)")
-    p.add_argument("--revocation", choices=("off", "strict"))
+    p.add_argument("--revocation", choices=("off", "strict", "stream"))
     p.add_argument(
         "--redis",
-        help="Redis URL (for --revocation strict). With it this is a real call: a proof is "
-        "used up and the capability's budgets are charged, as at a tool backend",
+        help="Redis URL (for --revocation strict or stream). With it this is a real call: a "
+        "proof is used up and the capability's budgets are charged, as at a tool backend",
     )
     p.add_argument("--prefix", default="remit:")
     p.set_defaults(func=_cmd_verify)

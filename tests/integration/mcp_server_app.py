@@ -54,8 +54,7 @@ verifier = remit.Verifier(
     json.loads(os.environ["REMIT_MCP_JWKS"]),
     issuer=os.environ["REMIT_MCP_ISSUER"],
     audience=AUDIENCE,
-    revocation="strict",
-    redis=os.environ["REMIT_MCP_REDIS_URL"],
+    redis=os.environ["REMIT_MCP_REDIS_URL"],  # revocation: the default, stream
     prefix=os.environ["REMIT_MCP_REDIS_PREFIX"],
 )
 protect(server, verifier, name=AUDIENCE)

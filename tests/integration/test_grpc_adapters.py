@@ -483,6 +483,8 @@ def test_revoked_grant_is_unauthenticated_with_strict_revocation(
     try:
         srv = serve(strict)
         gid = "grant-to-revoke-0001"
+        # Strict checks want the grant record (its absence means Redis lost its data).
+        redis_client.set(RedisKeys(redis_prefix).grant(gid), b"{}", ex=600)
         ch = agent_channel(channels(srv.target), agent_key, token_for(issuer, agent_key, gid=gid))
         transfer = unary(ch, TRANSFER)
         assert transfer(struct(ARGS), timeout=TIMEOUT).value == "sent"

@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 import mcp.types as mcp_types
 import pytest
+import redis
 import remit
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -33,6 +34,7 @@ from mcp.server import MCPServer, Server
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from remit._redis_keys import RedisKeys
 from remit.agent import MCP_PROOF_KEY, MCP_TOKEN_KEY, AgentKey, mcp_meta
 from remit.integrations.mcp import (
     RESULT_ERROR_FIELD,
@@ -77,6 +79,10 @@ class Backend:
     def mint(self, *caps: dict[str, Any], bound_to: AgentKey | None = None) -> str:
         extra: dict[str, Any] = {} if bound_to is None else {"cnf": {"jkt": bound_to.thumbprint}}
         body = claims(now=int(time.time()), authorization_details=list(caps or [TRANSFER]), **extra)
+        # The grant record the service would have written: verifiers read it with a
+        # proof's replay claim (a missing one means Redis lost the grant's data).
+        with redis.Redis.from_url(self.env["REMIT_MCP_REDIS_URL"]) as r:
+            r.set(RedisKeys(self.env["REMIT_MCP_REDIS_PREFIX"]).grant(body["gid"]), b"{}", ex=600)
         return sign(body, self.issuer)
 
     def executions(self) -> list[dict[str, Any]]:

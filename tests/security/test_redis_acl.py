@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 import redis
 import remit
+from remit._redis_keys import RedisKeys
+from remit._revfeed import FIELD, RevocationEntry, encode_entry
 from remit.agent import AgentKey, proof
 
 from tests.redis_server import PrivateRedis
@@ -29,6 +31,9 @@ VERIFIER_ROLE = [
     "+exists",
     "+set",
     "+ping",
+    "+xread",  # stream mode: load and follow the revocation stream, read only
+    "+xrange",
+    "+xinfo|stream",
 ]
 
 
@@ -44,6 +49,7 @@ def test_strict_verifier_with_replay_works_under_the_narrow_role(acl_redis: Priv
     issuer, agent = IssuerKey(), AgentKey.generate()
     c = claims(cnf={"jkt": agent.thumbprint})
     token = sign(c, issuer)
+    acl_redis.seed_grant(c["gid"])  # strict checks want the grant record
     url = f"redis://verifier:verifier-secret@127.0.0.1:{acl_redis.port}/0"
     with remit.Verifier(
         issuer.jwks(),
@@ -100,3 +106,21 @@ def test_the_narrow_role_cannot_un_revoke(
         pytest.raises(redis.exceptions.NoPermissionError),
     ):
         verifier_conn.execute_command(*command)
+
+
+def test_stream_verifier_works_under_the_narrow_role(acl_redis: PrivateRedis) -> None:
+    """The default mode needs only reads: XRANGE, XREAD, XINFO STREAM and GET."""
+    issuer = IssuerKey()
+    revoked, live = claims(), claims()
+    keys = RedisKeys("remit:")
+    with redis.Redis.from_url(acl_redis.url) as admin:  # the service's side
+        admin.xadd(keys.revocation_stream(),
+                   {FIELD: encode_entry(RevocationEntry("j", revoked["jti"], 4_000_000_000))})
+    url = f"redis://verifier:verifier-secret@127.0.0.1:{acl_redis.port}/0"
+    with remit.Verifier(issuer.jwks(), issuer=ISSUER, audience="payments", redis=url,
+                        replay="local", clock=lambda: NOW) as v:
+        assert v.wait_revocations_ready(10), v.revocation_status()
+        assert v.check(sign(live, issuer), action="payments.transfer", args=ARGS).allowed
+        with pytest.raises(remit.Denied) as exc:
+            v.check(sign(revoked, issuer), action="payments.transfer", args=ARGS)
+        assert exc.value.code == "revoked"

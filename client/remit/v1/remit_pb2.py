@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14remit/v1/remit.proto\x12\x08remit.v1\"D\n\nCapability\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x11\n\targs_json\x18\x02 \x01(\t\x12\x13\n\x0blimits_json\x18\x03 \x01(\t\"\xc8\x01\n\x05Grant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12\x10\n\x08\x61udience\x18\x05 \x03(\t\x12*\n\x0c\x63\x61pabilities\x18\x06 \x03(\x0b\x32\x14.remit.v1.Capability\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\x03\x12\x12\n\nexpires_at\x18\t \x01(\x03\x12\x0f\n\x07revoked\x18\n \x01(\x08\"\x98\x01\n\x12\x43reateGrantRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x10\n\x08\x61udience\x18\x03 \x03(\t\x12*\n\x0c\x63\x61pabilities\x18\x04 \x03(\x0b\x32\x14.remit.v1.Capability\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\x03\"\x1d\n\x0fGetGrantRequest\x12\n\n\x02id\x18\x01 \x01(\t\"t\n\x11ListGrantsRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x18\n\x10include_inactive\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"N\n\x12ListGrantsResponse\x12\x1f\n\x06grants\x18\x01 \x03(\x0b\x32\x0f.remit.v1.Grant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x83\x01\n\x0bMintRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12*\n\x0c\x63\x61pabilities\x18\x02 \x03(\x0b\x32\x14.remit.v1.Capability\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x03\x12\x10\n\x08\x61udience\x18\x04 \x03(\t\x12\x0f\n\x07\x63nf_jkt\x18\x05 \x01(\t\">\n\x0cMintResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03jti\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\"L\n\rRevokeRequest\x12\r\n\x03jti\x18\x01 \x01(\tH\x00\x12\x12\n\x08grant_id\x18\x02 \x01(\tH\x00\x12\x0e\n\x06reason\x18\x03 \x01(\tB\x08\n\x06target\"$\n\x0eRevokeResponse\x12\x12\n\nrevoked_at\x18\x01 \x01(\x03\"\x10\n\x0eGetKeysRequest\"4\n\x0fGetKeysResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\"Y\n\x13GetAlignmentRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x10\n\x08since_ms\x18\x04 \x01(\x03\"+\n\x14GetAlignmentResponse\x12\x13\n\x0breport_json\x18\x01 \x01(\t\"\xa2\x01\n\x0f\x45xchangeRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05proof\x18\x02 \x01(\t\x12*\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0b\x32\x14.remit.v1.Capability\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x03\x12\x10\n\x08\x61udience\x18\x05 \x03(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x0f\n\x07\x63nf_jkt\x18\x07 \x01(\t\"Q\n\x10\x45xchangeResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03jti\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\x12\r\n\x05\x64\x65pth\x18\x04 \x01(\x05\"O\n\x0f\x44\x65scribeRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12*\n\x0c\x63\x61pabilities\x18\x02 \x03(\x0b\x32\x14.remit.v1.Capability\"D\n\x10\x44\x65scribeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x02 \x03(\t\x12\x0c\n\x04risk\x18\x03 \x01(\t2\xcf\x04\n\x05Remit\x12<\n\x0b\x43reateGrant\x12\x1c.remit.v1.CreateGrantRequest\x1a\x0f.remit.v1.Grant\x12\x36\n\x08GetGrant\x12\x19.remit.v1.GetGrantRequest\x1a\x0f.remit.v1.Grant\x12G\n\nListGrants\x12\x1b.remit.v1.ListGrantsRequest\x1a\x1c.remit.v1.ListGrantsResponse\x12\x35\n\x04Mint\x12\x15.remit.v1.MintRequest\x1a\x16.remit.v1.MintResponse\x12;\n\x06Revoke\x12\x17.remit.v1.RevokeRequest\x1a\x18.remit.v1.RevokeResponse\x12>\n\x07GetKeys\x12\x18.remit.v1.GetKeysRequest\x1a\x19.remit.v1.GetKeysResponse\x12M\n\x0cGetAlignment\x12\x1d.remit.v1.GetAlignmentRequest\x1a\x1e.remit.v1.GetAlignmentResponse\x12\x41\n\x08\x45xchange\x12\x19.remit.v1.ExchangeRequest\x1a\x1a.remit.v1.ExchangeResponse\x12\x41\n\x08\x44\x65scribe\x12\x19.remit.v1.DescribeRequest\x1a\x1a.remit.v1.DescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14remit/v1/remit.proto\x12\x08remit.v1\"D\n\nCapability\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x11\n\targs_json\x18\x02 \x01(\t\x12\x13\n\x0blimits_json\x18\x03 \x01(\t\"\xc8\x01\n\x05Grant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12\x10\n\x08\x61udience\x18\x05 \x03(\t\x12*\n\x0c\x63\x61pabilities\x18\x06 \x03(\x0b\x32\x14.remit.v1.Capability\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\x03\x12\x12\n\nexpires_at\x18\t \x01(\x03\x12\x0f\n\x07revoked\x18\n \x01(\x08\"\x98\x01\n\x12\x43reateGrantRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x10\n\x08\x61udience\x18\x03 \x03(\t\x12*\n\x0c\x63\x61pabilities\x18\x04 \x03(\x0b\x32\x14.remit.v1.Capability\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\x03\"\x1d\n\x0fGetGrantRequest\x12\n\n\x02id\x18\x01 \x01(\t\"t\n\x11ListGrantsRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x18\n\x10include_inactive\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"N\n\x12ListGrantsResponse\x12\x1f\n\x06grants\x18\x01 \x03(\x0b\x32\x0f.remit.v1.Grant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x83\x01\n\x0bMintRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12*\n\x0c\x63\x61pabilities\x18\x02 \x03(\x0b\x32\x14.remit.v1.Capability\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x03\x12\x10\n\x08\x61udience\x18\x04 \x03(\t\x12\x0f\n\x07\x63nf_jkt\x18\x05 \x01(\t\">\n\x0cMintResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03jti\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\"\x8f\x01\n\rRevokeRequest\x12\r\n\x03jti\x18\x01 \x01(\tH\x00\x12\x12\n\x08grant_id\x18\x02 \x01(\tH\x00\x12\x0f\n\x05\x61gent\x18\x04 \x01(\tH\x00\x12\x11\n\x07subject\x18\x05 \x01(\tH\x00\x12\r\n\x03\x61ll\x18\x06 \x01(\x08H\x00\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x07 \x01(\x03\x42\x08\n\x06target\"D\n\x0eRevokeResponse\x12\x12\n\nrevoked_at\x18\x01 \x01(\x03\x12\x0e\n\x06grants\x18\x02 \x01(\x03\x12\x0e\n\x06\x63utoff\x18\x03 \x01(\x03\"\x10\n\x0eGetKeysRequest\"4\n\x0fGetKeysResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\"Y\n\x13GetAlignmentRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x10\n\x08since_ms\x18\x04 \x01(\x03\"+\n\x14GetAlignmentResponse\x12\x13\n\x0breport_json\x18\x01 \x01(\t\"\xa2\x01\n\x0f\x45xchangeRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05proof\x18\x02 \x01(\t\x12*\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0b\x32\x14.remit.v1.Capability\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x03\x12\x10\n\x08\x61udience\x18\x05 \x03(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x0f\n\x07\x63nf_jkt\x18\x07 \x01(\t\"Q\n\x10\x45xchangeResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03jti\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\x12\r\n\x05\x64\x65pth\x18\x04 \x01(\x05\"O\n\x0f\x44\x65scribeRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12*\n\x0c\x63\x61pabilities\x18\x02 \x03(\x0b\x32\x14.remit.v1.Capability\"D\n\x10\x44\x65scribeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x02 \x03(\t\x12\x0c\n\x04risk\x18\x03 \x01(\t2\xcf\x04\n\x05Remit\x12<\n\x0b\x43reateGrant\x12\x1c.remit.v1.CreateGrantRequest\x1a\x0f.remit.v1.Grant\x12\x36\n\x08GetGrant\x12\x19.remit.v1.GetGrantRequest\x1a\x0f.remit.v1.Grant\x12G\n\nListGrants\x12\x1b.remit.v1.ListGrantsRequest\x1a\x1c.remit.v1.ListGrantsResponse\x12\x35\n\x04Mint\x12\x15.remit.v1.MintRequest\x1a\x16.remit.v1.MintResponse\x12;\n\x06Revoke\x12\x17.remit.v1.RevokeRequest\x1a\x18.remit.v1.RevokeResponse\x12>\n\x07GetKeys\x12\x18.remit.v1.GetKeysRequest\x1a\x19.remit.v1.GetKeysResponse\x12M\n\x0cGetAlignment\x12\x1d.remit.v1.GetAlignmentRequest\x1a\x1e.remit.v1.GetAlignmentResponse\x12\x41\n\x08\x45xchange\x12\x19.remit.v1.ExchangeRequest\x1a\x1a.remit.v1.ExchangeResponse\x12\x41\n\x08\x44\x65scribe\x12\x19.remit.v1.DescribeRequest\x1a\x1a.remit.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,26 +47,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MINTREQUEST']._serialized_end=823
   _globals['_MINTRESPONSE']._serialized_start=825
   _globals['_MINTRESPONSE']._serialized_end=887
-  _globals['_REVOKEREQUEST']._serialized_start=889
-  _globals['_REVOKEREQUEST']._serialized_end=965
-  _globals['_REVOKERESPONSE']._serialized_start=967
-  _globals['_REVOKERESPONSE']._serialized_end=1003
-  _globals['_GETKEYSREQUEST']._serialized_start=1005
-  _globals['_GETKEYSREQUEST']._serialized_end=1021
-  _globals['_GETKEYSRESPONSE']._serialized_start=1023
-  _globals['_GETKEYSRESPONSE']._serialized_end=1075
-  _globals['_GETALIGNMENTREQUEST']._serialized_start=1077
-  _globals['_GETALIGNMENTREQUEST']._serialized_end=1166
-  _globals['_GETALIGNMENTRESPONSE']._serialized_start=1168
-  _globals['_GETALIGNMENTRESPONSE']._serialized_end=1211
-  _globals['_EXCHANGEREQUEST']._serialized_start=1214
-  _globals['_EXCHANGEREQUEST']._serialized_end=1376
-  _globals['_EXCHANGERESPONSE']._serialized_start=1378
-  _globals['_EXCHANGERESPONSE']._serialized_end=1459
-  _globals['_DESCRIBEREQUEST']._serialized_start=1461
-  _globals['_DESCRIBEREQUEST']._serialized_end=1540
-  _globals['_DESCRIBERESPONSE']._serialized_start=1542
-  _globals['_DESCRIBERESPONSE']._serialized_end=1610
-  _globals['_REMIT']._serialized_start=1613
-  _globals['_REMIT']._serialized_end=2204
+  _globals['_REVOKEREQUEST']._serialized_start=890
+  _globals['_REVOKEREQUEST']._serialized_end=1033
+  _globals['_REVOKERESPONSE']._serialized_start=1035
+  _globals['_REVOKERESPONSE']._serialized_end=1103
+  _globals['_GETKEYSREQUEST']._serialized_start=1105
+  _globals['_GETKEYSREQUEST']._serialized_end=1121
+  _globals['_GETKEYSRESPONSE']._serialized_start=1123
+  _globals['_GETKEYSRESPONSE']._serialized_end=1175
+  _globals['_GETALIGNMENTREQUEST']._serialized_start=1177
+  _globals['_GETALIGNMENTREQUEST']._serialized_end=1266
+  _globals['_GETALIGNMENTRESPONSE']._serialized_start=1268
+  _globals['_GETALIGNMENTRESPONSE']._serialized_end=1311
+  _globals['_EXCHANGEREQUEST']._serialized_start=1314
+  _globals['_EXCHANGEREQUEST']._serialized_end=1476
+  _globals['_EXCHANGERESPONSE']._serialized_start=1478
+  _globals['_EXCHANGERESPONSE']._serialized_end=1559
+  _globals['_DESCRIBEREQUEST']._serialized_start=1561
+  _globals['_DESCRIBEREQUEST']._serialized_end=1640
+  _globals['_DESCRIBERESPONSE']._serialized_start=1642
+  _globals['_DESCRIBERESPONSE']._serialized_end=1710
+  _globals['_REMIT']._serialized_start=1713
+  _globals['_REMIT']._serialized_end=2304
 # @@protoc_insertion_point(module_scope)

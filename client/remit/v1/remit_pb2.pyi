@@ -109,20 +109,32 @@ class MintResponse(_message.Message):
     def __init__(self, token: _Optional[str] = ..., jti: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
 
 class RevokeRequest(_message.Message):
-    __slots__ = ("jti", "grant_id", "reason")
+    __slots__ = ("jti", "grant_id", "agent", "subject", "all", "reason", "before")
     JTI_FIELD_NUMBER: _ClassVar[int]
     GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
     jti: str
     grant_id: str
+    agent: str
+    subject: str
+    all: bool
     reason: str
-    def __init__(self, jti: _Optional[str] = ..., grant_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    before: int
+    def __init__(self, jti: _Optional[str] = ..., grant_id: _Optional[str] = ..., agent: _Optional[str] = ..., subject: _Optional[str] = ..., all: _Optional[bool] = ..., reason: _Optional[str] = ..., before: _Optional[int] = ...) -> None: ...
 
 class RevokeResponse(_message.Message):
-    __slots__ = ("revoked_at",)
+    __slots__ = ("revoked_at", "grants", "cutoff")
     REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    CUTOFF_FIELD_NUMBER: _ClassVar[int]
     revoked_at: int
-    def __init__(self, revoked_at: _Optional[int] = ...) -> None: ...
+    grants: int
+    cutoff: int
+    def __init__(self, revoked_at: _Optional[int] = ..., grants: _Optional[int] = ..., cutoff: _Optional[int] = ...) -> None: ...
 
 class GetKeysRequest(_message.Message):
     __slots__ = ()

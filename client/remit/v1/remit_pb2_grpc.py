@@ -113,7 +113,8 @@ class RemitServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Revoke(self, request, context):
-        """Revoke one token (by jti) or a whole grant.
+        """Revoke one token (by jti, with its descendants), a whole grant, or every token
+        issued before a time by an agent, a subject, or under all of the app's grants.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
