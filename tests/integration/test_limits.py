@@ -29,6 +29,9 @@ from tests.limits_redis import LimitsRedis, connect
 from tests.redis_server import PrivateRedis
 from tests.tokens import ACTION, AUDIENCE, ISSUER, NOW, IssuerKey, claims, sign
 
+# Budgets on the single server and on a real 3-master Redis Cluster (tests/redis_cluster.py).
+pytestmark = pytest.mark.redis_both
+
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[1] / "vectors" / "limits.json").read_text("utf-8")
 )
@@ -66,7 +69,7 @@ def _spent(lr: LimitsRedis, gid: str, budget: str = "g0") -> dict[str, int]:
 
 @pytest.mark.parametrize("seq", VECTORS["sequences"], ids=[s["name"] for s in VECTORS["sequences"]])
 def test_vector_sequences(limits_redis: LimitsRedis, seq: dict[str, Any]) -> None:
-    issuer, gid = IssuerKey(), _gid()
+    issuer, gid = IssuerKey(), limits_redis.new_grant()
     with _verifier(issuer, limits_redis.client, limits_redis.prefix) as v:
         for i, call in enumerate(seq["calls"]):
             token = _token(issuer, gid, seq["limits"])  # a new token per call: no reset
@@ -74,7 +77,7 @@ def test_vector_sequences(limits_redis: LimitsRedis, seq: dict[str, Any]) -> Non
 
 
 def test_money_is_counted_in_minor_units_to_the_cent(limits_redis: LimitsRedis) -> None:
-    issuer, gid = IssuerKey(), _gid()
+    issuer, gid = IssuerKey(), limits_redis.new_grant()
     token = _token(issuer, gid, [{"id": "g0", "exp": EXP, "sum": {"arg": "amount",
                                                                   "max": "0.30"}}])
     with _verifier(issuer, limits_redis.client, limits_redis.prefix) as v:
@@ -85,7 +88,7 @@ def test_money_is_counted_in_minor_units_to_the_cent(limits_redis: LimitsRedis) 
 
 
 def test_every_budget_must_allow_and_all_are_charged_together(limits_redis: LimitsRedis) -> None:
-    issuer, gid = IssuerKey(), _gid()
+    issuer, gid = IssuerKey(), limits_redis.new_grant()
     budgets = [{"id": "g0", "exp": EXP, "uses": 5},
                {"id": "t_child001.0", "exp": EXP, "uses": 2, "sum": {"arg": "amount", "max": 9}}]
     token = _token(issuer, gid, budgets)
@@ -100,7 +103,7 @@ def test_every_budget_must_allow_and_all_are_charged_together(limits_redis: Limi
 
 def test_a_sub_agent_spends_from_its_parents_budget(limits_redis: LimitsRedis) -> None:
     """Lineage: the child carries the parent's budget g0 plus a tighter one of its own."""
-    issuer, gid = IssuerKey(), _gid()
+    issuer, gid = IssuerKey(), limits_redis.new_grant()
     parent_budget = {"id": "g0", "exp": EXP, "sum": {"arg": "amount", "max": "100.00"}}
     parent = _token(issuer, gid, [parent_budget], jti="t_parent_0001")
     child = _token(issuer, gid, [parent_budget, {"id": "t_child_0001.0", "exp": EXP,
@@ -116,7 +119,7 @@ def test_a_sub_agent_spends_from_its_parents_budget(limits_redis: LimitsRedis) -
 
 
 def test_a_call_denied_for_any_other_reason_spends_nothing(limits_redis: LimitsRedis) -> None:
-    issuer, agent, gid = IssuerKey(), AgentKey.generate(), _gid()
+    issuer, agent, gid = IssuerKey(), AgentKey.generate(), limits_redis.new_grant()
     budgets = [{"id": "g0", "exp": EXP, "uses": 1}]
     bound = _token(issuer, gid, budgets, cnf={"jkt": agent.thumbprint}, jti="t_bound_00001")
     other = _token(issuer, gid, budgets, jti="t_revoked_0001")
@@ -150,7 +153,7 @@ def test_budgets_need_redis_and_are_never_ignored() -> None:
 
 
 def test_counters_expire_with_the_grant_not_the_token(limits_redis: LimitsRedis) -> None:
-    issuer, gid = IssuerKey(), _gid()
+    issuer, gid = IssuerKey(), limits_redis.new_grant()
     token = _token(issuer, gid, [{"id": "g0", "exp": EXP, "uses": 9}])  # token exp NOW+300
     with _verifier(issuer, limits_redis.client, limits_redis.prefix) as v:
         v.check(token, action=ACTION, args={"amount": 1})
@@ -161,7 +164,7 @@ def test_counters_expire_with_the_grant_not_the_token(limits_redis: LimitsRedis)
 
 
 def test_script_is_reloaded_after_a_script_flush(limits_redis: LimitsRedis) -> None:
-    issuer, gid = IssuerKey(), _gid()
+    issuer, gid = IssuerKey(), limits_redis.new_grant()
     token = _token(issuer, gid, [{"id": "g0", "exp": EXP, "uses": 3}])
     with _verifier(issuer, limits_redis.client, limits_redis.prefix) as v:
         assert _code(v, token, {"amount": 1}) is None
@@ -172,7 +175,7 @@ def test_script_is_reloaded_after_a_script_flush(limits_redis: LimitsRedis) -> N
 
 def test_a_re_sent_script_charges_nothing_twice(limits_redis: LimitsRedis) -> None:
     """The marker key: what makes the client's one retry after a lost reply safe."""
-    issuer, gid = IssuerKey(), _gid()
+    issuer, gid = IssuerKey(), limits_redis.new_grant()
     with _verifier(issuer, limits_redis.client, limits_redis.prefix) as v:
         limits = v._limits
         assert limits is not None
@@ -197,7 +200,7 @@ def test_a_refused_charge_is_rolled_back_exactly_even_for_large_amounts(
     """Charges are made first and undone when a later budget says no: the undo must be
     exact for amounts a Lua number would print as 1.2345678901234e+14, and the refused
     call's marker says so ('0': a re-sent copy is decided afresh)."""
-    issuer, gid = IssuerKey(), _gid()
+    issuer, gid = IssuerKey(), limits_redis.new_grant()
     big = {"id": "g0", "exp": EXP, "uses": 100,
            "sum": {"arg": "amount", "max": "90071992547409.91"}}
     small = {"id": "t_child001.0", "exp": EXP, "uses": 1}
@@ -214,7 +217,7 @@ def test_a_refused_charge_is_rolled_back_exactly_even_for_large_amounts(
 def test_double_spend_by_replaying_a_call_is_caught_by_proof_replay(
     limits_redis: LimitsRedis,
 ) -> None:
-    issuer, agent, gid = IssuerKey(), AgentKey.generate(), _gid()
+    issuer, agent, gid = IssuerKey(), AgentKey.generate(), limits_redis.new_grant()
     token = _token(issuer, gid, [{"id": "g0", "exp": EXP, "sum": {"arg": "amount", "max": 100}}],
                    cnf={"jkt": agent.thumbprint})
     pop = proof(agent, token, audience=AUDIENCE, action=ACTION, args={"amount": 60},
@@ -266,7 +269,7 @@ def _race(url: str, cluster: bool, prefix: str, jwks: dict[str, Any], token: str
 def test_racing_threads_and_processes_never_overspend(
     limits_redis: LimitsRedis, kind: str
 ) -> None:
-    issuer, gid = IssuerKey(), _gid()
+    issuer, gid = IssuerKey(), limits_redis.new_grant()
     budget: dict[str, Any] = {"id": "g0", "exp": EXP}
     if kind == "uses":
         budget["uses"] = USES

@@ -16,6 +16,7 @@ import redis
 import remit
 from remit import Code, Denied
 from remit._limits import budget_key
+from remit._redis_keys import RedisKeys
 from remit.agent import AgentKey, proof
 
 from tests.limits_redis import LimitsRedis
@@ -32,7 +33,7 @@ class Setup:
     def __init__(self, lr: LimitsRedis) -> None:
         self.lr = lr
         self.issuer = IssuerKey()
-        self.gid = "g_" + uuid.uuid4().hex[:20]
+        self.gid = lr.new_grant()
         self.token = sign(claims(gid=self.gid, authorization_details=[CAP]), self.issuer)
         self.verifier = remit.Verifier(self.issuer.jwks(), issuer=ISSUER, audience=AUDIENCE,
                                        revocation="strict", redis=lr.client, prefix=lr.prefix,
@@ -157,6 +158,7 @@ def test_budgets_work_under_a_role_that_still_cannot_un_revoke(
         admin.execute_command("ACL", "SETUSER", "verifier", *LIMITS_ROLE)
     url = f"redis://verifier:verifier-secret@127.0.0.1:{private_redis.port}/0"
     issuer, gid = IssuerKey(), "g_" + uuid.uuid4().hex[:20]
+    private_redis.seed_grant(gid)
     token = sign(claims(gid=gid, authorization_details=[{**CAP, "limits": [
         {"id": "g0", "exp": NOW + 3600, "uses": 1}]}]), issuer)
     with remit.Verifier(issuer.jwks(), issuer=ISSUER, audience=AUDIENCE, revocation="strict",
@@ -167,6 +169,7 @@ def test_budgets_work_under_a_role_that_still_cannot_un_revoke(
         assert info.value.code is Code.LIMIT_EXCEEDED
     with redis.Redis.from_url(url) as conn:
         sha = conn.script_load("return redis.call('DEL', KEYS[1])")  # its own script...
-        for key in (f"remit:rev:{{{gid}}}:grant", "remit:epoch"):
+        keys = RedisKeys("remit:")
+        for key in (keys.grant_revoked(gid), keys.grant_cutoff(gid), keys.epoch()):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 conn.evalsha(sha, 1, key)  # ...cannot touch revocation state
