@@ -171,7 +171,8 @@ class VerifierMetrics:
         self.audience: str = verifier.audience
         self.registry = registry
         self._verifier = weakref.ref(verifier)
-        self._lag: Callable[[], float | None] | None = None
+        # Stream mode: the feed's own lag, unless the backend registers another source.
+        self._lag: Callable[[], float | None] | None = self._stream_lag
         self._lock = threading.Lock()
         # Per-thread counts: the owning thread alone writes them (no lock on the hot path:
         # an uncontended lock costs more than the rest of the bookkeeping); a scrape
@@ -186,6 +187,11 @@ class VerifierMetrics:
         """Register the callback giving the revocation feed's lag in seconds (None:
         unknown); it is called at scrape time, never on the hot path."""
         self._lag = source
+
+    def _stream_lag(self) -> float | None:
+        verifier = self._verifier()
+        status = verifier.revocation_status() if verifier is not None else None
+        return None if status is None else status.age
 
     def feed_lag_value(self) -> float | None:
         source = self._lag

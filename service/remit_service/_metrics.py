@@ -13,7 +13,16 @@ Remit method is the store being down: the servicer maps only ``StoreDown`` to it
 ``remit_tokens_minted_total{method}``            counter    ``Mint`` (later ``Exchange``)
 ``remit_revocations_total``                      counter
 ``remit_redis_errors_total{where}``              counter    ``rpc`` or ``epoch``
+``remit_revocation_requests_total{kind}``        counter    ``jti grant agent subject all``
+``remit_revocation_grants_cut_total``            counter    grants given a cutoff
+``remit_revocation_stream_written_total``        counter    entries appended to the stream
+``remit_revocation_stream_failures_total``       counter    stream appends that failed
+``remit_revocation_stream_entries``              gauge      entries in the stream now
+``remit_revocation_stream_newest_age_seconds``   gauge      age of the newest entry (lag)
 ==============================================  =========  ==============================
+
+The revocation rows are read at scrape time from ``Core.revocation_metrics`` (the stream
+gauges ask Redis, one round trip; they are absent while Redis is down).
 """
 
 from __future__ import annotations
@@ -30,6 +39,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ._errors import StoreDown
+from ._revmetrics import RevocationMetrics
 
 __all__ = ["ServiceMetrics"]
 
@@ -59,6 +73,10 @@ class ServiceMetrics:
         self.redis_errors = Counter(
             "remit_redis_errors", "Redis failures seen by the service", ["where"], registry=r
         )
+
+    def watch_revocations(self, revocations: RevocationMetrics) -> None:
+        """Serve the core's revocation counters and the stream's gauges (read at scrape)."""
+        self.registry.register(_RevocationCollector(revocations))
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type."""
@@ -116,4 +134,38 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             measured,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
+        )
+
+
+class _RevocationCollector(Collector):
+    def __init__(self, revocations: RevocationMetrics) -> None:
+        self._revocations = revocations
+
+    def collect(self) -> Any:
+        snap = self._revocations.snapshot()
+        kinds = CounterMetricFamily(
+            "remit_revocation_requests", "Revocations by what was revoked", labels=["kind"]
+        )
+        for key, value in snap.items():
+            if key.startswith("revocations_"):
+                kinds.add_metric([key.removeprefix("revocations_")], value)
+        yield kinds
+        for name, key, text in (
+            ("remit_revocation_grants_cut", "grants_cut", "Grants given an issued-before cutoff"),
+            ("remit_revocation_stream_written", "stream_entries_written", "Stream entries written"),
+            ("remit_revocation_stream_failures", "stream_write_failures", "Stream writes failed"),
+        ):
+            yield CounterMetricFamily(name, text, value=snap[key])
+        try:
+            stream = self._revocations.stream()
+        except StoreDown:
+            return  # no value is better than a stale one
+        yield GaugeMetricFamily(
+            "remit_revocation_stream_entries", "Entries in the revocation stream",
+            value=stream.entries,
+        )
+        yield GaugeMetricFamily(
+            "remit_revocation_stream_newest_age_seconds",
+            "Age of the newest revocation stream entry (Redis clock)",
+            value=stream.newest_age_ms / 1000,
         )

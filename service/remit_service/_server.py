@@ -47,6 +47,7 @@ class Server:
             audit=ServiceAudit(self._redis, config.prefix),
         )
         self.metrics = ServiceMetrics()  # served at /metrics on the HTTP port
+        self.metrics.watch_revocations(self.core.revocation_metrics)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="remit-rpc"),
             interceptors=[self.metrics.interceptor()],

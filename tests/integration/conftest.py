@@ -177,15 +177,16 @@ def stub(service: Server) -> Iterator[remit_pb2_grpc.RemitStub]:
 
 @pytest.fixture
 def make_verifier(redis_url: str, redis_prefix: str) -> Iterator[Callable[..., remit.Verifier]]:
-    """Build strict-revocation verifiers from a client's JWKS; closed after the test."""
+    """Build verifiers (strict revocation unless told) from a client's JWKS; closed after
+    the test."""
     made: list[remit.Verifier] = []
 
     def make(c: remit.Client, audience: str = "payments", **kwargs: Any) -> remit.Verifier:
+        kwargs.setdefault("revocation", "strict")
         v = remit.Verifier.from_jwks(
             c.jwks(),
             issuer=c.issuer(),
             audience=audience,
-            revocation="strict",
             redis=redis_url,
             prefix=redis_prefix,
             **kwargs,

@@ -317,3 +317,27 @@ def test_exchange_is_recorded_in_the_audit_trail(
         "capabilities": c["authorization_details"], "anc": c["anc"],
         "parent": claims(token)["jti"],
     }]
+
+
+def test_a_revoked_tokens_renewal_stays_dead_after_the_token_expires(
+    agent: remit.Client, parent: tuple[remit.Grant, str], agent_key: AgentKey,
+    make_verifier: Any, client: remit.Client, redis_client: Any, redis_prefix: str,
+) -> None:
+    """A renewal may outlive its parent; revoking the parent must outlive the renewal
+    too, or the renewal comes back to life once the parent's entry expires."""
+    from remit._redis_keys import RedisKeys
+    from remit._revfeed import FIELD
+
+    _, token = parent
+    renewal = agent.exchange(token, agent_key, ttl=3000)
+    assert renewal.expires_at > claims(token)["exp"]
+    client.revoke(jti=claims(token)["jti"])
+    for mode in ("stream", "strict"):
+        v = make_verifier(client, revocation=mode)
+        assert v.wait_revocations_ready(10)
+        assert denied(v, agent_key, renewal.token) == "revoked"
+    keys = RedisKeys(redis_prefix)
+    (entry,) = [f[FIELD].decode().split() for _, f in redis_client.xrange(keys.revocation_stream())]
+    assert int(entry[3]) >= renewal.expires_at  # the stream entry outlives the renewal
+    ttl = redis_client.ttl(keys.token_revoked(claims(token)["gid"], claims(token)["jti"]))
+    assert ttl >= renewal.expires_at - int(claims(renewal.token)["iat"])  # so does the key

@@ -50,6 +50,11 @@ def test_service_metrics(service: Server, client: remit.Client) -> None:
     assert _get(s, "remit_tokens_minted_total", method="Mint") == 2
     assert _get(s, "remit_revocations_total") == 1
     assert _get(s, "remit_redis_errors_total", where="rpc") == 0
+    assert _get(s, "remit_revocation_requests_total", kind="grant") == 1
+    assert _get(s, "remit_revocation_requests_total", kind="jti") == 0
+    assert _get(s, "remit_revocation_stream_written_total") == 1
+    assert _get(s, "remit_revocation_stream_entries") >= 1  # the stream is shared by the tests
+    assert 0 <= _get(s, "remit_revocation_stream_newest_age_seconds") < 60
 
 
 def test_service_counts_redis_errors(
@@ -200,3 +205,20 @@ def test_counts_from_many_threads_add_up(client: remit.Client) -> None:
         ("argument_denied", "payments.transfer"): 4 * 199,
     }
     assert sum(buckets) == 1200
+
+
+def test_stream_verifier_reports_its_feed_lag_by_itself(
+    client: remit.Client,
+    make_verifier: Callable[..., remit.Verifier],
+    exporter: tuple[CollectorRegistry, str],
+) -> None:
+    """In stream mode the lag gauge needs no callback: it is the feed's own age."""
+    registry, url = exporter
+    verifier = make_verifier(client, revocation="stream")
+    assert verifier.wait_revocations_ready(10)
+    metrics.instrument(verifier, registry)
+    lag = _get(_scrape(url), "remit_verifier_revocation_feed_lag_seconds", audience="payments")
+    assert 0 <= lag < 2.0  # the default revocation_max_age: past it checks fail closed
+    strict = make_verifier(client, revocation="strict")
+    metrics.instrument(strict, registry)  # no feed: no sample for it, nothing breaks
+    assert _scrape(url)
