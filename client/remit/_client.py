@@ -38,7 +38,7 @@ from .v1 import remit_pb2, remit_pb2_grpc
 if TYPE_CHECKING:
     from .agent import AgentKey
 
-__all__ = ["Client", "Consent", "Exchanged", "Grant"]
+__all__ = ["Client", "Consent", "Exchanged", "Grant", "Introspection"]
 
 _ERRORS: dict[grpc.StatusCode, type[ServiceError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
@@ -188,6 +188,24 @@ class Exchanged:
     jti: str
     expires_at: int
     depth: int
+
+
+@dataclass(frozen=True)
+class Introspection:
+    """The service's decision for one call (:meth:`Client.introspect`). Denied:
+    ``allowed`` False and ``code`` a :class:`remit.Code` value (``"revoked"`` …), the
+    facts left empty. Allowed: ``code`` empty and the token's non-secret facts."""
+
+    allowed: bool
+    code: str
+    message: str
+    grant_id: str
+    jti: str
+    subject: str
+    agent: str
+    expires_at: int
+    anc: tuple[str, ...]
+    capability: int
 
 
 @dataclass(frozen=True)
@@ -512,6 +530,44 @@ class Client:
         resp = self._call("GetAlignment", request, timeout=timeout)
         report: dict[str, Any] = json.loads(resp.report_json)
         return report
+
+    def introspect(
+        self,
+        token: str,
+        *,
+        audience: str,
+        action: str,
+        args: Mapping[str, Any] | None = None,
+        proof: str | None = None,
+    ) -> Introspection:
+        """Ask the service to check one call, as the backend ``audience`` would offline
+        (strict revocation, the proof spent, budgets charged): for backends that want an
+        online check. A denial is a result (``allowed`` False, ``code``), not an
+        exception. Never retried: a repeat would spend the budgets twice."""
+        try:
+            args_json = json.dumps({} if args is None else dict(args), separators=(",", ":"),
+                                   allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"args: not a JSON object: {exc}", field="args_json") from None
+        resp = self._call(
+            "Introspect",
+            remit_pb2.IntrospectRequest(
+                token=token, audience=audience, action=action, args_json=args_json,
+                proof=proof or "",
+            ),
+        )
+        return Introspection(
+            allowed=resp.allowed,
+            code=resp.code,
+            message=resp.message,
+            grant_id=resp.grant_id,
+            jti=resp.jti,
+            subject=resp.subject,
+            agent=resp.agent,
+            expires_at=resp.expires_at,
+            anc=tuple(resp.anc),
+            capability=resp.capability,
+        )
 
     def _keys(self) -> Any:
         return self._call("GetKeys", remit_pb2.GetKeysRequest())

@@ -71,6 +71,7 @@ class Decision(NamedTuple):
     agent: str
     capability: int  # index in the token's authorization_details that allowed the call
     expires_at: int
+    ancestors: tuple[str, ...] = ()  # the token's anc: jti of each ancestor, oldest first
 
 
 _Scope = tuple[Mapping[str, tuple[CompiledCapability, ...]], tuple[CompiledCapability, ...]]
@@ -380,6 +381,7 @@ class Verifier:
             agent=claims.actor,
             capability=cap.index,
             expires_at=claims.exp,
+            ancestors=tuple(claims.anc),
         )
 
     def _check_proof(

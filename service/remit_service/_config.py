@@ -16,9 +16,13 @@ Example::
     grpc_port = 50051
     http_port = 8080
     workers = 8
+    tls_cert = "server.pem"                 # optional: gRPC over TLS (with tls_key)
+    tls_key = "server.key"
+    tls_client_ca = "clients-ca.pem"        # optional: mTLS, see _tls.py
 
     [apps.bank]
-    api_key_sha256 = "<hex SHA-256 of the API key>"
+    api_key_sha256 = "<hex SHA-256 of the API key>"   # optional with client_certs
+    client_certs = ["uri:spiffe://example.com/app/bank"]   # needs tls_client_ca
     actions = ["payments.transfer", "email.*"]   # "*" = every action
     audiences = ["payments", "email"]            # "*" = every audience
     max_token_ttl = 900
@@ -70,6 +74,9 @@ class AppPolicy:
     audiences: tuple[str, ...]
     max_token_ttl: int
     max_grant_ttl: int
+    # Client-certificate identities that authenticate this app over mTLS (see _tls.py):
+    # "uri:<SAN URI>", "dns:<SAN DNS name>" or "sha256:<hex of the DER certificate>".
+    client_certs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,11 @@ class Config:
     dev: bool = False
     # A closed catalog grants only actions with an exact [actions.NAME] entry.
     catalog_closed: bool = False
+    # TLS for the gRPC listener (PEM files); with a client CA every client must present
+    # a certificate it signed (mTLS), and apps may be identified by it (client_certs).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
 
 
 def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any = None) -> Any:
@@ -153,7 +165,11 @@ def _parse(data: dict[str, Any], base: Path) -> Config:
     server = data.get("server", {})
     if not isinstance(server, dict):
         raise ConfigError("server: must be a table")
-    _no_unknown(server, {"host", "grpc_port", "http_port", "workers"}, "server.")
+    _no_unknown(
+        server,
+        {"host", "grpc_port", "http_port", "workers", "tls_cert", "tls_key", "tls_client_ca"},
+        "server.",
+    )
     max_token_ttl = _take(data, "max_token_ttl", int, "", 3600)
     apps = []
     raw_apps = data.get("apps", {})
@@ -165,12 +181,16 @@ def _parse(data: dict[str, Any], base: Path) -> Config:
             raise ConfigError(f"apps.{name}: bad app name or not a table")
         _no_unknown(
             table,
-            {"api_key_sha256", "actions", "audiences", "max_token_ttl", "max_grant_ttl"},
+            {"api_key_sha256", "actions", "audiences", "max_token_ttl", "max_grant_ttl",
+             "client_certs"},
             where,
         )
-        digest = _take(table, "api_key_sha256", str, where).lower()
-        if not _HEX64.match(digest):
-            raise ConfigError(f"{where}api_key_sha256: must be 64 hex characters")
+        certs = _client_certs(table, where)
+        digest = ""  # no API key: the app authenticates by client certificate only
+        if "api_key_sha256" in table or not certs:
+            digest = _take(table, "api_key_sha256", str, where).lower()
+            if not _HEX64.match(digest):
+                raise ConfigError(f"{where}api_key_sha256: must be 64 hex characters")
         apps.append(
             AppPolicy(
                 name=name,
@@ -179,8 +199,11 @@ def _parse(data: dict[str, Any], base: Path) -> Config:
                 audiences=_strings(table.get("audiences"), f"{where}audiences"),
                 max_token_ttl=min(_take(table, "max_token_ttl", int, where, 900), max_token_ttl),
                 max_grant_ttl=_take(table, "max_grant_ttl", int, where, 86400),
+                client_certs=certs,
             )
         )
+    tls = _tls_paths(server, base)
+    _check_client_certs(apps, tls_client_ca=tls[2] is not None)
     actions = {}
     raw_actions = data.get("actions", {})
     if not isinstance(raw_actions, dict):
@@ -206,7 +229,63 @@ def _parse(data: dict[str, Any], base: Path) -> Config:
         apps=tuple(apps),
         actions=actions,
         catalog_closed=catalog == "closed",
+        tls_cert=tls[0],
+        tls_key=tls[1],
+        tls_client_ca=tls[2],
     )
+
+
+# -- TLS and client certificates (mTLS) ----------------------------------------------
+
+_CERT_ID = re.compile(r"(uri|dns):[\x21-\x7e]{1,512}\Z|sha256:[0-9a-f]{64}\Z")
+
+
+def _client_certs(table: dict[str, Any], where: str) -> tuple[str, ...]:
+    if "client_certs" not in table:
+        return ()
+    out = []
+    for given in _strings(table["client_certs"], f"{where}client_certs"):
+        kind, _, value = given.partition(":")
+        # accept the usual "AB:CD:…" spelling of a fingerprint
+        entry = "sha256:" + value.replace(":", "").lower() if kind == "sha256" else given
+        if not _CERT_ID.match(entry):
+            raise ConfigError(
+                f"{where}client_certs: {entry[:80]!r} is not uri:<SAN URI>, dns:<SAN DNS name> "
+                "or sha256:<64 hex, the DER certificate's SHA-256>"
+            )
+        out.append(entry)
+    return tuple(out)
+
+
+def _check_client_certs(apps: list[AppPolicy], *, tls_client_ca: bool) -> None:
+    owner: dict[str, str] = {}
+    for app in apps:
+        if app.client_certs and not tls_client_ca:
+            raise ConfigError(
+                f"apps.{app.name}.client_certs: needs server.tls_client_ca (mTLS), else no "
+                "client certificate is ever verified"
+            )
+        for cert in app.client_certs:
+            if cert in owner:
+                raise ConfigError(
+                    f"apps.{app.name}.client_certs: {cert!r} also names app {owner[cert]!r}"
+                )
+            owner[cert] = app.name
+
+
+def _tls_paths(server: dict[str, Any], base: Path) -> tuple[Path | None, Path | None, Path | None]:
+    def path(key: str) -> Path | None:
+        if key not in server:
+            return None
+        p = Path(_take(server, key, str, "server."))
+        return p if p.is_absolute() else base / p
+
+    cert, key, ca = path("tls_cert"), path("tls_key"), path("tls_client_ca")
+    if (cert is None) != (key is None):
+        raise ConfigError("server.tls_cert and server.tls_key: give both or neither")
+    if ca is not None and cert is None:
+        raise ConfigError("server.tls_client_ca: needs server.tls_cert and server.tls_key")
+    return cert, key, ca
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

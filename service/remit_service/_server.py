@@ -18,10 +18,12 @@ from ._config import Config
 from ._core import Core
 from ._errors import StoreDown
 from ._http import HttpServer
+from ._introspect import Introspector
 from ._keystore import KeyStore
 from ._metrics import ServiceMetrics
 from ._servicer import RemitServicer, add_to_server
 from ._store import GrantStore
+from ._tls import CertApps, server_credentials
 
 __all__ = ["Server"]
 
@@ -37,6 +39,7 @@ class Server:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        tls = server_credentials(config)  # None: plaintext; read before anything is opened
         self.keystore = KeyStore(config.keys_dir)
         self.keystore.current()  # fail at start, not at the first mint, if keys are unusable
         self._redis = connect(config.redis, timeout=2.0)
@@ -56,7 +59,12 @@ class Server:
                 ("grpc.max_send_message_length", MAX_MESSAGE),
             ],
         )
-        add_to_server(RemitServicer(self.core), self._grpc)
+        self.introspector = Introspector(config, self.keystore, self._redis)
+        cert_apps = CertApps(config.apps) if config.tls_client_ca is not None else None
+        add_to_server(
+            RemitServicer(self.core, introspector=self.introspector, cert_apps=cert_apps),
+            self._grpc,
+        )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(
@@ -67,7 +75,12 @@ class Server:
             ),
             self._grpc,
         )
-        self.grpc_port = self._grpc.add_insecure_port(f"{config.host}:{config.grpc_port}")
+        address = f"{config.host}:{config.grpc_port}"
+        self.grpc_port = (
+            self._grpc.add_secure_port(address, tls)
+            if tls is not None
+            else self._grpc.add_insecure_port(address)
+        )
         if not self.grpc_port:
             raise OSError(f"cannot bind gRPC port {config.host}:{config.grpc_port}")
         self._http = HttpServer(self.core, config.host, config.http_port, metrics=self.metrics)
@@ -120,6 +133,7 @@ class Server:
             self._epoch_thread.join(timeout=2)
         self._grpc.stop(grace).wait()
         self._http.stop()
+        self.introspector.close()
         self._redis.close()
 
     def wait(self) -> None:

@@ -29,7 +29,9 @@ from ._errors import (
     ServiceFault,
     StoreDown,
 )
+from ._introspect import Introspector
 from ._store import GrantRecord
+from ._tls import CertApps
 
 __all__ = ["STATUS_OF", "RemitServicer", "add_to_server"]
 
@@ -192,11 +194,25 @@ def _fit_report(report: dict[str, Any]) -> str:
 
 
 class RemitServicer(remit_pb2_grpc.RemitServicer):
-    def __init__(self, core: Core) -> None:
+    def __init__(
+        self,
+        core: Core,
+        *,
+        introspector: Introspector | None = None,
+        cert_apps: CertApps | None = None,
+    ) -> None:
         self._core = core
+        self._introspector = introspector
+        self._cert_apps = cert_apps  # set only when the listener verifies client certs
 
     def _app(self, context: grpc.ServicerContext) -> AppPolicy:
-        return self._core.authenticate(_api_key(context))
+        api_key = _api_key(context)
+        by_cert = self._cert_apps.app(context.auth_context()) if self._cert_apps else None
+        if by_cert is None:
+            return self._core.authenticate(api_key)
+        if api_key is not None and self._core.authenticate(api_key).name != by_cert.name:
+            raise AuthFailed("the client certificate and the API key name different apps")
+        return by_cert
 
     @_rpc
     def CreateGrant(
@@ -320,4 +336,33 @@ class RemitServicer(remit_pb2_grpc.RemitServicer):
         )
         return remit_pb2.DescribeResponse(
             text=found.text, capabilities=found.capabilities, risk=found.risk
+        )
+
+    @_rpc
+    def Introspect(
+        self, request: remit_pb2.IntrospectRequest, context: grpc.ServicerContext
+    ) -> remit_pb2.IntrospectResponse:
+        if self._introspector is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "introspection is not enabled")
+        assert self._introspector is not None
+        app = self._app(context)
+        found = self._introspector.introspect(
+            app,
+            token=request.token,
+            audience=request.audience,
+            action=request.action,
+            args=_json_field(request.args_json or "{}", "args_json"),
+            proof=request.proof,
+        )
+        return remit_pb2.IntrospectResponse(
+            allowed=found.allowed,
+            code=found.code,
+            message=found.message,
+            grant_id=found.grant_id,
+            jti=found.jti,
+            subject=found.subject,
+            agent=found.agent,
+            expires_at=found.expires_at,
+            anc=found.anc,
+            capability=found.capability,
         )

@@ -98,7 +98,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         check_address(config.redis)  # a clear usage error, the password masked
     except ValueError as exc:
         raise UsageError(f"--redis: {exc}") from None
-    server = Server(config).start()
+    try:
+        config = _tls_overrides(config, args)
+        server = Server(config).start()
+    except ConfigError as exc:
+        print(f"remit: config error: {exc}", file=sys.stderr)
+        return 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -111,6 +116,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 "http": server.http_url,
                 "jwks": f"{server.http_url}/.well-known/jwks.json",
                 "dev": config.dev,
+                "tls": "mtls" if config.tls_client_ca else bool(config.tls_cert),
             }
         ),
         flush=True,
@@ -126,6 +132,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     server.stop(grace=SHUTDOWN_GRACE)
     print("remit: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _tls_overrides(config: Any, args: argparse.Namespace) -> Any:
+    """``--tls-cert/--tls-key/--tls-client-ca`` over the config's ``[server]`` keys."""
+    from ._tls import with_tls
+
+    if not (args.tls_cert or args.tls_key or args.tls_client_ca):
+        return config
+    return with_tls(
+        config,
+        cert=Path(args.tls_cert) if args.tls_cert else None,
+        key=Path(args.tls_key) if args.tls_key else None,
+        client_ca=Path(args.tls_client_ca) if args.tls_client_ca else None,
+    )
 
 
 # -- keys -----------------------------------------------------------------------------
@@ -201,9 +221,33 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 def _client(args: argparse.Namespace) -> remit.Client:
     api_key = args.api_key or os.environ.get("REMIT_API_KEY")
-    if not api_key:
-        raise UsageError("an API key is needed: --api-key or REMIT_API_KEY")
-    return remit.Client(args.target, api_key=api_key)
+    creds, has_cert = _channel_credentials(args)
+    if not api_key and not has_cert:
+        raise UsageError("an API key is needed: --api-key or REMIT_API_KEY (or a --tls-cert)")
+    return remit.Client(args.target, api_key=api_key or None, credentials=creds)
+
+
+def _channel_credentials(args: argparse.Namespace) -> tuple[Any, bool]:
+    """TLS channel credentials from --tls-ca/--tls-cert/--tls-key (or REMIT_TLS_*), and
+    whether a client certificate is presented (mTLS: it may stand in for the API key)."""
+    paths = {
+        name: getattr(args, f"tls_{name}", None) or os.environ.get(f"REMIT_TLS_{name.upper()}")
+        for name in ("ca", "cert", "key")
+    }
+    if not any(paths.values()):
+        return None, False
+    if bool(paths["cert"]) != bool(paths["key"]):
+        raise UsageError("--tls-cert and --tls-key: give both or neither")
+    blobs: dict[str, bytes | None] = {}
+    for name, path in paths.items():
+        try:
+            blobs[name] = Path(path).read_bytes() if path else None
+        except OSError as exc:
+            raise UsageError(f"--tls-{name}: {exc}") from None
+    import grpc
+
+    creds = grpc.ssl_channel_credentials(blobs["ca"], blobs["key"], blobs["cert"])
+    return creds, blobs["cert"] is not None
 
 
 def _capabilities_arg(items: Sequence[str] | None) -> list[dict[str, Any]]:
@@ -422,6 +466,27 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_introspect(args: argparse.Namespace) -> int:
+    call_args = _json_arg(args.args, "--args")
+    if not isinstance(call_args, dict):
+        raise UsageError("--args must be a JSON object")
+    with _client(args) as client:
+        found = client.introspect(
+            _token_arg(args.token), audience=args.audience, action=args.action,
+            args=call_args, proof=args.proof,
+        )
+    out: dict[str, Any] = {"allowed": found.allowed, "code": found.code or None,
+                           "message": found.message or "allowed"}
+    if found.allowed:
+        out["decision"] = {
+            "token_id": found.jti, "grant_id": found.grant_id, "subject": found.subject,
+            "agent": found.agent, "capability": found.capability,
+            "expires_at": found.expires_at, "anc": list(found.anc),
+        }
+    _print_json(out)
+    return 0 if found.allowed else EXIT_DENIED
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     try:
         header, claims = remit.peek_unverified(_token_arg(args.token))
@@ -626,6 +691,9 @@ def _app_options(p: argparse.ArgumentParser) -> None:
         help="service host:port, or replicas as ip:port,ip:port (env REMIT_TARGET)",
     )
     p.add_argument("--api-key", help="app API key (env REMIT_API_KEY)")
+    p.add_argument("--tls-ca", help="PEM CA to trust: speak TLS (env REMIT_TLS_CA)")
+    p.add_argument("--tls-cert", help="PEM client certificate for mTLS (env REMIT_TLS_CERT)")
+    p.add_argument("--tls-key", help="PEM key of --tls-cert (env REMIT_TLS_KEY)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -641,6 +709,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-port", type=int)
     p.add_argument("--redis", help="Redis URL (dev default: REDIS_URL or 127.0.0.1:6379)")
     p.add_argument("--prefix", help="Redis key prefix (dev mode; default remit:)")
+    p.add_argument("--tls-cert", help="PEM certificate (chain) of the gRPC listener")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--tls-client-ca", help="PEM CA: require client certificates it signed (mTLS)"
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("keys", help="manage issuer keys")
@@ -771,6 +844,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = p.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
     _audit_report_parser(audit_sub)
     _audit_trail_parsers(audit_sub)
+
+    p = sub.add_parser(
+        "introspect", help="ask the service to check one call; exit 0 allowed, 3 denied"
+    )
+    _app_options(p)
+    p.add_argument("token", help="the token, or - to read it from stdin")
+    p.add_argument("--audience", required=True, help="the backend the call is for")
+    p.add_argument("--action", required=True)
+    p.add_argument("--args", default="{}", help="the call's arguments as a JSON object")
+    p.add_argument("--proof", help="the call's proof of possession (key-bound tokens)")
+    p.set_defaults(func=_cmd_introspect)
 
     p = sub.add_parser("inspect", help="decode a token WITHOUT verifying it")
     p.add_argument("token", help="the token, or - to read it from stdin")

@@ -19,5 +19,5 @@ def test_reflection_lists_and_describes_remit(service: Server) -> None:
         methods = {m.name for m in service_proto.method}
     assert methods == {
         "CreateGrant", "GetGrant", "ListGrants", "Mint", "Revoke", "GetKeys", "GetAlignment",
-        "Exchange", "Describe",
+        "Exchange", "Describe", "Introspect",
     }

@@ -213,3 +213,41 @@ class DescribeResponse(_message.Message):
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     risk: str
     def __init__(self, text: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., risk: _Optional[str] = ...) -> None: ...
+
+class IntrospectRequest(_message.Message):
+    __slots__ = ("token", "audience", "action", "args_json", "proof")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    audience: str
+    action: str
+    args_json: str
+    proof: str
+    def __init__(self, token: _Optional[str] = ..., audience: _Optional[str] = ..., action: _Optional[str] = ..., args_json: _Optional[str] = ..., proof: _Optional[str] = ...) -> None: ...
+
+class IntrospectResponse(_message.Message):
+    __slots__ = ("allowed", "code", "message", "grant_id", "jti", "subject", "agent", "expires_at", "anc", "capability")
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    JTI_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    ANC_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    allowed: bool
+    code: str
+    message: str
+    grant_id: str
+    jti: str
+    subject: str
+    agent: str
+    expires_at: int
+    anc: _containers.RepeatedScalarFieldContainer[str]
+    capability: int
+    def __init__(self, allowed: _Optional[bool] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., grant_id: _Optional[str] = ..., jti: _Optional[str] = ..., subject: _Optional[str] = ..., agent: _Optional[str] = ..., expires_at: _Optional[int] = ..., anc: _Optional[_Iterable[str]] = ..., capability: _Optional[int] = ...) -> None: ...

@@ -79,6 +79,11 @@ class RemitStub:
                 request_serializer=remit_dot_v1_dot_remit__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=remit_dot_v1_dot_remit__pb2.DescribeResponse.FromString,
                 _registered_method=True)
+        self.Introspect = channel.unary_unary(
+                '/remit.v1.Remit/Introspect',
+                request_serializer=remit_dot_v1_dot_remit__pb2.IntrospectRequest.SerializeToString,
+                response_deserializer=remit_dot_v1_dot_remit__pb2.IntrospectResponse.FromString,
+                _registered_method=True)
 
 
 class RemitServicer:
@@ -152,6 +157,17 @@ class RemitServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Introspect(self, request, context):
+        """Online check for a tool backend that wants one (RFC 7662 in spirit): the service
+        runs remit.Verifier for `audience` (strict revocation, proof single use, budgets
+        charged, audited) exactly as the backend would offline. A denial is a normal
+        response (allowed = false, code). App credential required; only audiences the app
+        may grant for.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RemitServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +215,11 @@ def add_RemitServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=remit_dot_v1_dot_remit__pb2.DescribeRequest.FromString,
                     response_serializer=remit_dot_v1_dot_remit__pb2.DescribeResponse.SerializeToString,
+            ),
+            'Introspect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Introspect,
+                    request_deserializer=remit_dot_v1_dot_remit__pb2.IntrospectRequest.FromString,
+                    response_serializer=remit_dot_v1_dot_remit__pb2.IntrospectResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -444,6 +465,33 @@ class Remit:
             '/remit.v1.Remit/Describe',
             remit_dot_v1_dot_remit__pb2.DescribeRequest.SerializeToString,
             remit_dot_v1_dot_remit__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Introspect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remit.v1.Remit/Introspect',
+            remit_dot_v1_dot_remit__pb2.IntrospectRequest.SerializeToString,
+            remit_dot_v1_dot_remit__pb2.IntrospectResponse.FromString,
             options,
             channel_credentials,
             insecure,
