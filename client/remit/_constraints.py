@@ -17,8 +17,10 @@ with parsing of their own live in one module each (``_regex``, ``_subpath``, ``_
 ``_email``, ``_netaddr``). ``glob`` knows ``*`` (any run), ``?`` (one character) and
 ``\\`` (escape) and nothing else, so that narrowing stays decidable.
 
-A capability is bounded (depth 8, 1000 constraint nodes, 16 KiB as JSON) and sibling
-operators that can never all hold are rejected, each with the path of the node.
+A capability is bounded (depth 8, 1000 constraint nodes, 16 KiB as JSON), sibling
+operators that can never all hold are rejected, and so is ``url``, ``cidr``,
+``email_domain`` or ``subpath`` anywhere below a ``not`` (they deny what they cannot
+parse; negated, that would allow it), each with the path of the node.
 
 Validation runs when a grant is created and when a token is first verified;
 :func:`compile_capability` turns a validated capability into closures so a
@@ -51,6 +53,7 @@ __all__ = [
     "MAX_NODES",
     "MAX_VALUE_LIST",
     "MODIFIERS",
+    "NOT_NEGATABLE",
     "OPERATORS",
     "STRING_OPERATORS",
     "Capability",
@@ -76,6 +79,10 @@ OPERATORS = frozenset(
     | STRING_OPERATORS
 )
 MODIFIERS = frozenset({"optional"})
+# Operators that deny a value they cannot read unambiguously. Under `not` that denial
+# would become an allow (``not url`` allowing ``http://x@169.254.169.254/``), so they
+# are rejected anywhere below a `not`: an allow-list is the safe form.
+NOT_NEGATABLE = frozenset({"url", "cidr", "email_domain", "subpath"})
 MAX_DEPTH = 8  # nesting of constraints (each, fields, all_of, any_of, not)
 MAX_NODES = 1000  # constraint objects in one capability
 MAX_CAPABILITY_BYTES = 16 * 1024  # one capability as compact UTF-8 JSON
@@ -168,6 +175,41 @@ def json_equal(a: object, b: object) -> bool:
             and all(json_equal(a[k], b[k]) for k in a)
         )
     return a == b
+
+
+def _decidable(v: object) -> bool:
+    """True if every operator can decide ``v`` on its merits: no string over the regex
+    input cap or with a lone surrogate, no list over the `each` / `subset_of` cap, at any
+    depth. Those operators deny such values outright; under `not` that denial would turn
+    into an allow (a padded value slipping past a `not regex` blocklist), so `not`
+    denies them instead. ``v`` is a JSON tree already (checked first)."""
+    stack: list[object] = [v]
+    seen: set[int] = set()
+    while stack:
+        x = stack.pop()
+        if isinstance(x, str):
+            if len(x) > MAX_REGEX_VALUE or (not x.isascii() and _has_surrogate(x)):
+                return False
+        elif isinstance(x, list | dict):
+            if id(x) in seen:
+                continue
+            seen.add(id(x))
+            if isinstance(x, list):
+                if len(x) > MAX_VALUE_LIST:
+                    return False
+                stack.extend(x)
+            else:
+                stack.extend(x.keys())
+                stack.extend(x.values())
+    return True
+
+
+def _has_surrogate(s: str) -> bool:
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _is_json_tree(v: object) -> bool:
@@ -362,12 +404,14 @@ _ALL_KINDS = frozenset({"string", "number", "bool", "null", "array", "object"})
 
 
 class _Walk:
-    """Validation state shared across one capability: the constraint node count."""
+    """Validation state shared across one capability: the constraint node count, and
+    the path of the outermost `not` the walk is inside (None: not negated)."""
 
-    __slots__ = ("nodes",)
+    __slots__ = ("negated", "nodes")
 
     def __init__(self) -> None:
         self.nodes = 0
+        self.negated: str | None = None
 
 
 def _operand_error(path: str, exc: OperandError) -> ConstraintError:
@@ -430,8 +474,13 @@ def _check_operand(op: str, operand: Any, path: str, depth: int, walk: _Walk) ->
     elif op in ("any", "optional"):
         if operand is not True:
             raise fail("must be true")
-    elif op in ("each", "not"):
+    elif op == "each":
         _check_constraint(operand, path, slot="inner", depth=depth + 1, walk=walk)
+    elif op == "not":
+        outer = walk.negated
+        walk.negated = outer or path
+        _check_constraint(operand, path, slot="inner", depth=depth + 1, walk=walk)
+        walk.negated = outer
     elif op in ("all_of", "any_of"):
         if type(operand) is not list:
             raise fail("must be a list of constraints")
@@ -492,6 +541,13 @@ def _check_constraint(
         if op == "optional" and slot == "inner":
             raise ConstraintError(
                 f"{path}.{op}", "'optional' applies only to an argument or a field"
+            )
+        if op in NOT_NEGATABLE and walk.negated is not None:
+            raise ConstraintError(
+                f"{path}.{op}",
+                f"{op!r} cannot be under 'not' (at {walk.negated}): it denies values it "
+                "cannot read unambiguously, which 'not' would allow; list what is allowed "
+                "instead",
             )
         _check_operand(op, operand, f"{path}.{op}", depth, walk)
     ops = set(constraint) - MODIFIERS
@@ -604,12 +660,19 @@ _TRUE: Any = object()
 _FALSE: Any = object()
 
 
-def _freeze(v: Any, depth: int = MAX_OPERAND_DEPTH + 1) -> Any:
+def _freeze(
+    v: Any, depth: int = MAX_OPERAND_DEPTH + 1, memo: dict[tuple[int, int], Any] | None = None
+) -> Any:
     """A hashable key with ``_freeze(a) == _freeze(b)`` iff ``json_equal(a, b)``.
 
     Numbers keep Python's exact mixed int/float equality (``1`` = ``1.0``, with equal
     hashes); bools get their own keys so ``true`` never meets ``1``. A value nested
     deeper than any operand can be, or not JSON, freezes to ``_NO_MATCH``.
+
+    A container shared by reference is frozen once per depth (``memo``, by ``id`` within
+    one call, as in :func:`_is_json_tree`; the value keeps every container alive while
+    it runs), and its key is then the same object, so a chain of shared lists stays
+    linear instead of expanding to a tree: in building the key and in hashing it.
     """
     t = type(v)
     if t is str or t is int:
@@ -620,17 +683,49 @@ def _freeze(v: Any, depth: int = MAX_OPERAND_DEPTH + 1) -> Any:
         return _TRUE if v else _FALSE
     if v is None:
         return None
-    if (t is list or t is dict) and depth <= 0:
+    if t is not list and t is not dict:
         return _NO_MATCH
+    if depth <= 0:
+        return _NO_MATCH
+    if memo is None:
+        memo = {}
+    mkey = (id(v), depth)
+    key = memo.get(mkey)
+    if key is not None:
+        return key
     if t is list:
-        items = tuple(_freeze(x, depth - 1) for x in v)
-        return _NO_MATCH if any(x is _NO_MATCH for x in items) else ("[", items)
-    if t is dict:
-        if not all(type(k) is str for k in v):
-            return _NO_MATCH
-        pairs = frozenset((k, _freeze(x, depth - 1)) for k, x in v.items())
-        return _NO_MATCH if any(x is _NO_MATCH for _, x in pairs) else ("{", pairs)
-    return _NO_MATCH
+        items = tuple(_freeze(x, depth - 1, memo) for x in v)
+        key = _NO_MATCH if any(x is _NO_MATCH for x in items) else _Frozen("[", items)
+    elif not all(type(k) is str for k in v):
+        key = _NO_MATCH
+    else:
+        pairs = frozenset((k, _freeze(x, depth - 1, memo)) for k, x in v.items())
+        key = _NO_MATCH if any(x is _NO_MATCH for _, x in pairs) else _Frozen("{", pairs)
+    memo[mkey] = key
+    return key
+
+
+class _Frozen:
+    """A frozen list (``kind`` ``"["``, a tuple) or object (``"{"``, a frozenset of
+    pairs) whose hash is computed once: a plain tuple rehashes its items on every
+    ``hash()``, which for shared sub-keys would be exponential again."""
+
+    __slots__ = ("_hash", "items", "kind")
+
+    def __init__(self, kind: str, items: tuple[Any, ...] | frozenset[Any]) -> None:
+        self.kind = kind
+        self.items = items
+        self._hash = hash((kind, items))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if type(other) is not _Frozen:
+            return NotImplemented
+        return self._hash == other._hash and self.kind == other.kind and self.items == other.items
 
 
 def _membership(operand: list[Any]) -> Predicate:
@@ -729,7 +824,7 @@ def _compile_op(op: str, operand: Any) -> Predicate:
         return lambda v: _is_json_tree(v) and any(p(v) for p in preds)
     if op == "not":
         inner = _compile_constraint(operand)
-        return lambda v: _is_json_tree(v) and not inner(v)
+        return lambda v: _is_json_tree(v) and _decidable(v) and not inner(v)
     raise AssertionError(f"unvalidated operator {op}")  # pragma: no cover
 
 
@@ -833,6 +928,11 @@ def _explain_op(op: str, operand: Any, value: Any) -> str:
     if op == "any_of":
         return f"any_of: none of the {len(operand)} alternatives holds"
     if op == "not":
+        if not _decidable(value):
+            return (
+                f"not: the value is too large to decide (strings over {MAX_REGEX_VALUE} "
+                f"characters or with a lone surrogate, lists over {MAX_VALUE_LIST} elements)"
+            )
         return "not: the negated constraint holds"
     return f"{op} {_short(operand)} does not hold"
 

@@ -14,12 +14,23 @@ would run into the suite's per-test timeout instead.
 
 from __future__ import annotations
 
+import os
+from email import policy as email_policy
+from email.message import EmailMessage
+from email.parser import Parser
+from email.utils import getaddresses
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import remit
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from remit import Code, ConstraintError, Denied
 from remit._constraints import parse_capabilities
+from remit._email import compile_email_domain
+from remit._subpath import compile_subpath
 
 from tests.tokens import ACTION, AUDIENCE, ISSUER, NOW, IssuerKey, claims, sign
 
@@ -253,6 +264,130 @@ def test_subpath_backslash_and_controls() -> None:
         denied(SUBPATH, value, "subpath")
 
 
+@pytest.mark.parametrize("sep", ["%2f", "%2F", "%5c", "%5C", "%00"])
+def test_subpath_encoded_separator_splits_readings(sep: str) -> None:
+    """Review finding: ``R/a%2fb/../../secret`` is ``R/secret`` once decoded but
+    ``dirname(R)/secret`` to ``open()``, which decodes nothing. An encoded separator or
+    NUL is denied wherever it appears, as ``url``'s path_prefix does."""
+    denied(SUBPATH, f"/srv/build/a{sep}b/../../secret", "subpath")
+    denied(SUBPATH, f"/srv/build/a{sep}b", "subpath")
+
+
+@pytest.mark.parametrize(
+    "value", ["/srv/%62uild/x", "/srv/buil%64", "/srv/build/x/%2e%2e/..", "/srv/build/%2e/.."]
+)
+def test_subpath_raw_reading_leaves_the_root(value: str) -> None:
+    """Inside the root once decoded, outside as given (``%62uild`` is another directory
+    to ``open()``; ``..`` after a ``%2e%2e`` name climbs out): both readings must stay in."""
+    denied(SUBPATH, value, "subpath")
+    allowed(SUBPATH, "/srv/build/a/%2e%2e/b")  # /srv/build/b decoded, .../a/%2e%2e/b raw
+
+
+SEGMENTS = ["srv", "build", "buildx", "a", "..", ".", "", "%2e", "%2e%2e", "%2E%2e", "%62uild",
+            "%61", "a%2fb", "b%5Cc", "%25", "x%zz", "%", "caf%C3%A9", "%2f..", "..%2f"]
+
+
+def _posix_inside(path: str, root: str) -> bool:
+    """``os.path.normpath`` keeps a leading ``//`` (POSIX leaves it open); Linux reads it
+    as ``/``."""
+    norm = os.path.normpath(path)
+    norm = "/" + norm.lstrip("/") if norm.startswith("//") else norm
+    return norm == root or norm.startswith(root + "/")
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(["/", "/srv/", "/srv/build/"]),
+       st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=8))
+def test_subpath_both_readings_inside_root_differential(head: str, segments: list[str]) -> None:
+    """Whatever ``subpath`` allows, ``os.path.normpath`` puts inside the root both as
+    given (what ``open()`` sees) and percent-decoded once (what a decoding server sees)."""
+    value = head + "/".join(segments)
+    if not compile_subpath("/srv/build")(value):
+        return
+    assert _posix_inside(value, "/srv/build"), value
+    assert _posix_inside(unquote(value, errors="strict"), "/srv/build"), value
+
+
+def test_subpath_encoded_slash_on_a_real_filesystem(tmp_path: Path) -> None:
+    """The finding on disk: a directory literally named ``a%2fb`` makes ``open()`` reach
+    the file next to the root; remit denies the value. An allowed value with a literal
+    ``%XX`` name opens inside the root."""
+    base = Path(os.path.realpath(tmp_path))
+    root = base / "root"
+    (root / "a%2fb").mkdir(parents=True)
+    (base / "secret").write_text("outside")
+    (root / "inside").write_text("inside")
+    attack = f"{root}/a%2fb/../../secret"
+    assert Path(attack).read_text() == "outside"  # the raw reading leaves the root
+    denied({"subpath": str(root)}, attack, "subpath")
+    (root / "a%62").mkdir()
+    value = f"{root}/a%62/../inside"
+    allowed({"subpath": str(root)}, value)
+    assert Path(value).read_text() == "inside"
+
+
+# -- email_domain --------------------------------------------------------------------------
+
+CORP = {"email_domain": "corp.com"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "=?utf-8?q?x=40evil.com=3e?=@corp.com",
+        "=?utf-8?b?eEBldmlsLmNvbT4=?=@corp.com",
+        "=?us-ascii?q?x=40evil.com?=@corp.com",
+        "x?@corp.com",
+    ],
+)
+def test_email_domain_rfc2047_encoded_word_local_part(value: str) -> None:
+    """Review finding: Python's ``email`` package renders ``=?utf-8?q?x=40evil.com=3e?=@corp.com``
+    as ``To: x@evil.com>@corp.com``, which a mail server delivers to ``x@evil.com``.
+    ``?`` is not in the local part's character set, so no encoded word can form."""
+    msg = EmailMessage()
+    msg["To"] = "=?utf-8?q?x=40evil.com=3e?=@corp.com"
+    assert "x@evil.com>" in msg.as_string()  # the attack is real in this Python
+    denied(CORP, value, "email_domain")
+
+
+@pytest.mark.parametrize(
+    "value", ["user%evil.com@corp.com", "evil.com!user@corp.com", "@evil.com:user@corp.com"]
+)
+def test_email_domain_source_routing(value: str) -> None:
+    """Percent hack, UUCP bang path and RFC 821 source routes: old relays forward on them."""
+    denied(CORP, value, "email_domain")
+
+
+@pytest.mark.parametrize(
+    "value", [".a@corp.com", "a.@corp.com", "a..b@corp.com", "|cmd@corp.com", "/tmp/x@corp.com",
+              "a\u200b@corp.com", "b\u00f6b@corp.com", "x" * 65 + "@corp.com"]
+)
+def test_email_domain_local_part_is_a_plain_dot_atom(value: str) -> None:
+    denied(CORP, value, "email_domain")
+    allowed(CORP, "first.last+tag@corp.com")
+
+
+EMAIL_CHARS = [*"aZ09._+-='?=%!\"/|&$#*^`{}~ @<>()[],:;", "\u00e9", "\u0430", "\n"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.text(st.sampled_from(EMAIL_CHARS), min_size=1, max_size=12))
+def test_email_domain_differential_with_python_email(local: str) -> None:
+    """Whatever ``email_domain`` allows, Python's ``email`` package writes to the header
+    unchanged and reads back as exactly one mailbox at that domain, in both the modern
+    and the compat32 API."""
+    value = f"{local}@corp.com"
+    if not compile_email_domain("corp.com")(value):
+        return
+    msg = EmailMessage()
+    msg["To"] = value
+    assert f"To: {value}\n" in msg.as_string()
+    parsed = Parser(policy=email_policy.default).parsestr(msg.as_string())
+    (addr,) = parsed["To"].addresses
+    assert (addr.username, addr.domain, addr.display_name) == (local, "corp.com", "")
+    assert getaddresses([value]) == [("", value)]
+
+
 # -- regex ---------------------------------------------------------------------------------
 
 
@@ -356,3 +491,61 @@ def test_thousand_and_one_constraints() -> None:
             [{"action": ACTION, "args": {"v": {"any_of": [{"eq": i} for i in range(1000)]}}}], "c"
         )
     assert info.value.path == "c[0].args.v.any_of[999]"
+
+
+# -- not over operators that deny what they cannot parse -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("constraint", "attack", "node"),
+    [
+        ({"prefix": "http", "not": {"url": {"schemes": ["http"], "hosts": ["169.254.169.254"]}}},
+         "http://x@169.254.169.254/latest", "not.url"),
+        ({"prefix": "", "not": {"cidr": "10.0.0.0/8"}}, "012.0.0.1", "not.cidr"),
+        ({"suffix": "", "not": {"email_domain": "corp.com"}}, "Bob <bob@corp.com>",
+         "not.email_domain"),
+        ({"prefix": "/", "not": {"subpath": "/etc"}}, "/etc%2fshadow", "not.subpath"),
+    ],
+)
+def test_not_over_parsing_operator_is_rejected(
+    constraint: dict[str, Any], attack: str, node: str
+) -> None:
+    """Review finding: url, cidr, email_domain and subpath deny a value they cannot read
+    unambiguously; under ``not`` that denial became an allow (httpx connects
+    ``http://x@169.254.169.254/`` to 169.254.169.254; getaddrinfo reads ``012.0.0.1`` as
+    10.0.0.1). Such a capability is refused at grant time and in a token; the allow-list
+    form denies the attack."""
+    rejected(constraint, f"capabilities[0].args.v.{node}")
+    with pytest.raises(Denied) as info:
+        _verifier().check(_token(constraint), action=ACTION, args={"v": attack})
+    assert info.value.code is Code.MALFORMED and "cannot be under 'not'" in str(info.value)
+    op = node.split(".")[1]
+    denied({op: constraint["not"][op]}, attack, op)
+
+
+def test_not_over_parsing_operator_nested_anywhere() -> None:
+    """Through any_of, all_of, fields, each and a second not: the node is named."""
+    inner = {"any_of": [{"eq": 1}, {"fields": {"a": {"each": {"all_of": [{"cidr": "::/0"}]}}}}]}
+    rejected({"not": inner}, "capabilities[0].args.v.not.any_of[1].fields.a.each.all_of[0].cidr")
+    rejected({"not": {"not": {"email_domain": "corp.com"}}},
+             "capabilities[0].args.v.not.not.email_domain")
+    allowed({"all_of": [{"not": {"eq": "x"}}, {"cidr": "10.0.0.0/8"}]}, "10.1.2.3")
+
+
+@pytest.mark.parametrize(
+    ("constraint", "padded", "fine"),
+    [
+        ({"not": {"regex": ".*password.*"}}, "password" + "x" * 4096, "x" * 4096),
+        ({"not": {"regex": ".*password.*"}}, "password\ud800", "no secret here"),
+        ({"not": {"each": {"eq": "root"}}}, ["root"] * 1025, ["user"] * 1024),
+        ({"not": {"fields": {"cmd": {"regex": "rm .*"}}}}, {"cmd": "rm -rf /" + " " * 4096},
+         {"cmd": "ls"}),
+    ],
+)
+def test_not_blocklist_cannot_be_padded_past(
+    constraint: dict[str, Any], padded: Any, fine: Any
+) -> None:
+    """regex / each / subset_of deny oversized values outright; negated, that denial
+    would allow a padded value through a blocklist, so `not` denies it instead."""
+    denied(constraint, padded, "not")
+    allowed(constraint, fine)

@@ -23,7 +23,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from remit import ConstraintError, is_narrower
-from remit._constraints import compile_capability, parse_capability
+from remit._constraints import NOT_NEGATABLE, compile_capability, parse_capability
 from remit._verifier import _check_args
 
 SETTINGS = settings(
@@ -114,9 +114,21 @@ def constraint(depth: int = 2) -> st.SearchStrategy[dict[str, Any]]:
         fields_operand(inner).map(lambda f: {"fields": f}),
         st.lists(inner, min_size=1, max_size=2).map(lambda cs: {"all_of": cs}),
         st.lists(inner, min_size=1, max_size=3).map(lambda cs: {"any_of": cs}),
-        inner.map(lambda c: {"not": c}),
+        inner.filter(_negatable).map(lambda c: {"not": c}),
     )
     return st.one_of(leaf, leaf, leaf, nested, st.just({"any": True}))
+
+
+def _negatable(c: Any) -> bool:
+    """No url / cidr / email_domain / subpath at any depth: those are invalid under
+    ``not`` (they deny what they cannot parse), so wrapping them would only be skipped."""
+    if isinstance(c, list):
+        return all(_negatable(x) for x in c)
+    if not isinstance(c, dict):
+        return True
+    return not (NOT_NEGATABLE & c.keys()) and all(
+        _negatable(x) for op, x in c.items() if op in ("each", "not", "all_of", "any_of")
+    ) and all(_negatable(fc) for fc in (c.get("fields") or {}).values())
 
 
 def fields_operand(inner: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[Any]:

@@ -19,11 +19,13 @@ from hypothesis import strategies as st
 from remit import ConstraintError, _subpath, _url
 from remit._constraints import (
     MAX_CAPABILITY_BYTES,
+    NOT_NEGATABLE,
     OPERATORS,
     compile_capability,
     explain_failure,
     parse_capability,
 )
+from remit._email import compile_email_domain
 from remit._netaddr import whatwg_ipv4
 from remit._regex import compile_regex
 from remit._verifier import _check_args
@@ -216,11 +218,63 @@ def test_normalize_url_path(path: str, normalized: str | None) -> None:
         ("srv", None),
         ("/srv/\ud800", "/srv/\ud800"),
         ("/srv/%41\ud800", None),
+        ("/srv/a%2fb", None),
+        ("/srv/a%2Fb", None),
+        ("/srv/a%5cb", None),
+        ("/srv/a%5Cb", None),
+        ("/srv/a%00", None),
         (5, None),
     ],
 )
 def test_normalize_subpath(value: Any, normalized: str | None) -> None:
     assert _subpath.normalize_subpath(value) == normalized
+
+
+@pytest.mark.parametrize(
+    ("value", "readings"),
+    [
+        ("/srv/a/../b", ("/srv/b", "/srv/b")),
+        ("/srv/%62uild/x", ("/srv/build/x", "/srv/%62uild/x")),
+        ("/srv/x/%2e%2e/y", ("/srv/y", "/srv/x/%2e%2e/y")),
+        ("/srv/x/%2e%2e/..", ("/", "/srv/x")),
+        ("/srv/100%", ("/srv/100%", "/srv/100%")),
+        ("/srv/a%2fb/../../x", None),
+    ],
+)
+def test_subpath_readings(value: str, readings: tuple[str, str] | None) -> None:
+    """(decoded, raw): the value must stay under the root in both."""
+    assert _subpath.subpath_readings(value) == readings
+
+
+LOCAL_ALLOWED = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+='-")
+
+
+@pytest.mark.parametrize("char", [chr(c) for c in range(0x20, 0x7F)])
+def test_email_local_part_character_set(char: str) -> None:
+    """Exactly the documented set (docs/scope-language.md, email_domain): letters, digits
+    and ``_ + - = '`` inside atoms, ``.`` only between atoms."""
+    holds = compile_email_domain("example.com")
+    assert holds(f"a{char}b@example.com") is (char in LOCAL_ALLOWED or char == ".")
+    assert holds(f"{char}@example.com") is (char in LOCAL_ALLOWED)
+
+
+def test_email_local_part_length() -> None:
+    holds = compile_email_domain("example.com")
+    assert holds("x" * 64 + "@example.com")
+    assert not holds("x" * 65 + "@example.com")
+    assert not holds("\u00e9@example.com") and not holds("a@example.com\n")
+
+
+@pytest.mark.parametrize("op", sorted(NOT_NEGATABLE))
+def test_not_over_parsing_operator_message(op: str) -> None:
+    operand = {"url": URL, "cidr": "10.0.0.0/8", "email_domain": "example.com",
+               "subpath": "/srv"}[op]
+    with pytest.raises(ConstraintError) as info:
+        parse_capability({"action": "t.x", "args": {"v": {"not": {"all_of": [{op: operand}]}}}})
+    assert info.value.path == f"args.v.not.all_of[0].{op}"
+    assert info.value.message.startswith(f"{op!r} cannot be under 'not' (at args.v.not)")
+    assert "list what is allowed instead" in info.value.message
+    parse_capability({"action": "t.x", "args": {"v": {"all_of": [{op: operand}]}}})
 
 
 def test_parse_url() -> None:
@@ -322,7 +376,8 @@ SEMANTIC_ONLY = {
     "limit_over_16_kib", "cidr_host_bits_set", "cidr_bad_element", "cidr_ipv4_mapped_network",
     "cidr_zone_id",
 }
-SEMANTIC_PREFIXES = ("contradiction_", "regex_", "subpath_root_", "url_host_", "url_path_prefix_")
+SEMANTIC_PREFIXES = ("contradiction_", "regex_", "subpath_root_", "url_host_", "url_path_prefix_",
+                     "negated_")
 
 
 def _vector_caps(name: str) -> list[dict[str, Any]]:
