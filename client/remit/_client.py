@@ -458,9 +458,10 @@ class Client:
     ) -> Exchanged:
         """Trade ``token`` (bound to ``key``) for a narrower one. Needs no app credential.
 
-        Renewal: leave ``actor`` and ``cnf_jkt`` empty (same agent, same key; the new token
-        may outlive the old one, within the grant). Sub-agent: ``actor`` = its id and
-        ``cnf_jkt`` = its key's thumbprint (the token never outlives ``token``).
+        Renewal: leave ``actor`` and ``cnf_jkt`` empty (same agent, same key; the grant's
+        own agent may outlive the old token, within the grant; a delegated token's renewal
+        stays within its own expiry). Sub-agent: ``actor`` = its id (never the grant's
+        agent) and ``cnf_jkt`` = its key's thumbprint (the token never outlives ``token``).
         ``capabilities`` (CreateGrant form; None = the token's own) must be narrower than
         the token's; ``audience`` a subset of its audiences. ``ttl`` in seconds (0 =
         default). Each attempt sends a fresh proof of possession (aud = the issuer).

@@ -1,9 +1,13 @@
 """Exchange: an agent trades its key-bound token for a narrower one.
 
-Renewal (same ``act``, same ``cnf``): a fresh token within the grant's lifetime.
-Delegation (another ``act`` with its own ``cnf``): a token for a sub-agent that never
-outlives its parent. Either way the child's ``anc`` is the parent's plus the parent's
-``jti``, so revoking any ancestor (or the grant) kills the child at every strict verifier.
+Renewal (same ``act``, same ``cnf``): a fresh token; for the grant's own agent within the
+grant's lifetime. Delegation (another ``act`` with its own ``cnf``): a token for a
+sub-agent that never outlives its parent. A token whose ``act`` is not the grant's agent
+(a delegated token or any descendant) never gets a child, renewal or delegation, that
+outlives it; so a sub-agent cannot renew itself past its delegator, and no delegation may
+name the grant's agent (that would launder a sub-agent back into the root's rights).
+Either way the child's ``anc`` is the parent's plus the parent's ``jti``, so revoking any
+ancestor (or the grant) kills the child at every strict verifier.
 
 The credential is the parent token plus a proof of possession by its key over this very
 request (:mod:`remit._exchange`); there is no app credential. Checks, in order (every
@@ -18,8 +22,10 @@ failure changes nothing, except that the proof's ``jti`` is spent):
    parent's, child audience within the parent's;
 5. one Redis round trip: grant record, epoch, revocation of grant + parent + every
    ancestor, and the proof ``jti`` claimed (single use);
-6. lifetime: policy maximum (app and catalog), the grant's expiry, and for a sub-agent
-   the parent's expiry; an explicit ``ttl_seconds`` past a bound is refused, not clamped.
+6. a delegation's actor is neither the grant's agent nor the parent's actor;
+7. lifetime: policy maximum (app and catalog), the grant's expiry, and, unless the parent's
+   actor is the grant's agent, the parent's expiry; an explicit ``ttl_seconds`` past a
+   bound is refused, not clamped.
 """
 
 from __future__ import annotations
@@ -187,14 +193,33 @@ class Exchanger:
             raise Inactive(f"grant {grant.id} has expired")
         app = self._app(grant)
 
-        # 6. lifetime
+        # 6. the delegation's actor. Naming the grant's agent would make the child a "root"
+        # token again (free to renew up to the grant) and mislead the audit trail.
+        if delegating and actor == grant.agent:
+            raise PolicyDenied(
+                f"actor: {actor!r} is the grant's own agent; a delegated token cannot name "
+                "it (the agent renews its own token instead)"
+            )
+        rooted = parent.actor == grant.agent
+
+        # 7. lifetime
         caps = self._with_own_budgets(scope, jti, grant.expires_at)
         limit, why = self._max_ttl(app, caps)
         if ttl > limit:
             raise PolicyDenied(f"ttl_seconds {ttl} exceeds the maximum {limit}s ({why})")
+        # Only the grant's own agent renews past its token's expiry. Every other token (a
+        # sub-agent's, or any descendant: delegation can never name the grant's agent, and
+        # a renewal keeps ``act``) is a ceiling for all its children, renewals included.
+        # Revocation lifetimes (docs/revocation.md) still hold: a child is issued now,
+        # after every check of its lineage, and exp - iat <= the policy maximum, which is
+        # at most max_token_ttl; this bound only ever shortens it.
         bound, bound_why = grant.expires_at, f"grant {grant.id}"
-        if delegating and parent.exp < bound:
-            bound, bound_why = parent.exp, "the parent token"
+        if (delegating or not rooted) and parent.exp < bound:
+            bound = parent.exp
+            bound_why = "the parent token" if delegating else (
+                f"the parent token (only the grant's agent {grant.agent!r} may renew past "
+                "its token's expiry)"
+            )
         if ttl and now + ttl > bound:
             raise PolicyDenied(
                 f"ttl_seconds {ttl}: the token would outlive {bound_why} (expires at {bound})"

@@ -110,6 +110,62 @@ def test_exchange_renewal_past_the_grant_is_refused(
     assert claims(renewed.token)["exp"] <= grant.expires_at
 
 
+def test_exchange_sub_agent_cannot_renew_past_its_delegator(
+    client: remit.Client, agent: remit.Client, key: AgentKey
+) -> None:
+    """The reviewer's repro: a 120 s token delegates 30 s to a sub-agent, which then asked
+    for 3000 s as a renewal (its own actor and key) and got it, chainable to depth 8."""
+    token = client.mint(_grant(client).id, ttl=120, cnf_jkt=key.thumbprint)
+    sub_key = AgentKey.generate()
+    sub = agent.exchange(token, key, actor="agent:sub", cnf_jkt=sub_key.thumbprint, ttl=30)
+    with pytest.raises(remit.PermissionDenied, match="outlive the parent token"):
+        agent.exchange(sub.token, sub_key, ttl=3000)
+    # Chained renewals by default lifetime never climb past the delegated token either.
+    current = sub
+    for depth in range(2, 9):
+        current = agent.exchange(current.token, sub_key)
+        assert current.depth == depth and current.expires_at <= sub.expires_at
+    # Baseline: the grant's own agent still renews its token past that token's expiry.
+    assert agent.exchange(token, key, ttl=3000).expires_at > claims(token)["exp"]
+
+
+def test_exchange_delegation_naming_the_grants_agent_is_refused(
+    agent: remit.Client, bound: str, key: AgentKey
+) -> None:
+    sub_key, third = AgentKey.generate(), AgentKey.generate()
+    sub = agent.exchange(bound, key, actor="agent:sub", cnf_jkt=sub_key.thumbprint)
+    # Baseline: the sub-agent may delegate on to another actor.
+    ok = agent.exchange(sub.token, sub_key, actor="agent:c", cnf_jkt=third.thumbprint)
+    assert claims(ok.token)["act"] == {"sub": "agent:c"}
+    # "agent:a" is the grant's agent: the child would pass for the root agent's token.
+    with pytest.raises(remit.PermissionDenied, match="the grant's own agent"):
+        agent.exchange(sub.token, sub_key, actor="agent:a", cnf_jkt=third.thumbprint)
+    with pytest.raises(remit.PermissionDenied, match="the grant's own agent"):
+        agent.exchange(ok.token, third, actor="agent:a", cnf_jkt=key.thumbprint)
+    # Naming the parent's own actor with another key is no delegation: a renewal keeps cnf.
+    for parent, holder, actor in ((bound, key, "agent:a"), (sub.token, sub_key, "agent:sub")):
+        with pytest.raises(remit.PermissionDenied, match="renewal keeps the parent's key"):
+            agent.exchange(parent, holder, actor=actor, cnf_jkt=third.thumbprint)
+
+
+def test_exchange_delegated_tokens_renewal_is_bounded_by_its_own_exp(
+    agent: remit.Client, bound: str, key: AgentKey
+) -> None:
+    sub_key, leaf_key = AgentKey.generate(), AgentKey.generate()
+    sub = agent.exchange(bound, key, actor="agent:sub", cnf_jkt=sub_key.thumbprint, ttl=120)
+    leaf = agent.exchange(sub.token, sub_key, actor="agent:leaf", cnf_jkt=leaf_key.thumbprint,
+                          ttl=60)
+    for token, holder in ((sub.token, sub_key), (leaf.token, leaf_key)):
+        exp = claims(token)["exp"]
+        left = exp - int(time.time())
+        with pytest.raises(remit.PermissionDenied, match="only the grant's agent"):
+            agent.exchange(token, holder, ttl=left + 30)
+        renewed = agent.exchange(token, holder)  # default lifetime: clamped to its own exp
+        assert claims(renewed.token)["act"] == claims(token)["act"]
+        assert renewed.expires_at <= exp
+        assert agent.exchange(token, holder, ttl=5).expires_at <= exp  # within: allowed
+
+
 def test_exchange_ttl_beyond_policy_is_refused(agent: remit.Client, bound: str,
                                                key: AgentKey) -> None:
     with pytest.raises(remit.PermissionDenied, match="exceeds the maximum"):
