@@ -39,11 +39,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from json.encoder import encode_basestring
 from typing import Any, Literal, NamedTuple
 
-import redis
 import rfc8785
 
+from ._constraints import valid_call_action
 from ._errors import Code, Denied
-from ._redis import RedisLike
+from ._redis import REDIS_ERRORS, RedisLike
 from ._token import Claims
 
 __all__ = [
@@ -69,6 +69,10 @@ FLUSH_INTERVAL = 0.05  # seconds the flusher sleeps when the buffer is empty
 MAX_BACKOFF = 1.0  # seconds between write attempts while Redis is down
 RESOLVE_SCAN = 100_000  # entries scanned to settle an ambiguous write
 LOG_EVERY = 10.0  # seconds between repeated "events dropped" warnings
+# The most bytes of argument values (their canonical JSON) one event records for an
+# action in ``audit_args``; larger ones are left out (``args_omitted``), as an agent
+# chooses their size and the stream shares Redis with revocation and budgets.
+MAX_RECORDED_ARGS = 4096
 
 log = logging.getLogger("remit.audit")
 
@@ -285,9 +289,18 @@ class AuditStats(NamedTuple):
     write_errors: int
 
 
-# One decision waiting in the buffer: (ts ms, allowed, code, claims, action, args
-# snapshot (see record), argument named by the denial).
-_Item = tuple[int, bool, str, Claims | Who | None, Any, dict[Any, Any] | str | None, str | None]
+class _Unnamed(NamedTuple):
+    """In place of a call's action string that is no valid action name: its digest."""
+
+    sha256: str
+
+
+# One decision waiting in the buffer: (ts ms, allowed, code, claims, action (see record),
+# args snapshot (see record), argument named by the denial).
+_Item = tuple[
+    int, bool, str, Claims | Who | None, str | _Unnamed | None, dict[Any, Any] | str | None,
+    str | None,
+]
 
 
 class DecisionAudit:
@@ -370,9 +383,21 @@ class DecisionAudit:
         elif args is None:
             snap = {}
         arg = None
-        if denied is not None and denied.code in _ARG_CODES:
-            m = _ARG_IN_MESSAGE.match(denied.message)
-            arg = m.group(1) if m else None
+        if denied is not None:
+            if denied.code in _ARG_CODES:
+                m = _ARG_IN_MESSAGE.match(denied.message)
+                arg = m.group(1) if m else None  # at most 79 characters
+            # Only a valid name is recorded (check() refuses any other first): an agent
+            # chooses the action, and through MCP its length. Another string leaves a
+            # digest, so repeated attempts can still be told apart and counted.
+            if not valid_call_action(action):
+                action = (
+                    _Unnamed(hashlib.sha256(action.encode("utf-8", "replace")).hexdigest())
+                    if type(action) is str
+                    else None
+                )
+        elif type(action) is not str:  # an allowed call's action is valid (check() made sure)
+            action = None
         item: _Item = (int(self._clock() * 1000), allowed, code, claims, action, snap, arg)
         if self._sync:
             self._write_now(item, allowed)
@@ -405,7 +430,10 @@ class DecisionAudit:
         ts, allowed, code, claims, action, _, arg = item
         act = clean(action) if type(action) is str else None
         head, tail = self._parties(claims, clean)
-        out = ['{"action":', _opt(act), ',"agent":', head]
+        out = ['{"action":', _opt(act)]
+        if type(action) is _Unnamed:
+            out += [',"actionh":"', action.sha256, '"']
+        out += [',"agent":', head]
         out.append(',"allowed":true' if allowed else ',"allowed":false')
         if claims is not None and claims.anc:
             out.append(',"anc":[' + ",".join(_jstr(clean(a)) for a in claims.anc) + "]")
@@ -414,7 +442,10 @@ class DecisionAudit:
         if pre:
             out += [',"argh":"', hashlib.sha256(pre).hexdigest(), '"']
             if act is not None and self._wants_args(act):
-                out += [',"args":', pre.decode("utf-8")]
+                if len(pre) <= MAX_RECORDED_ARGS:
+                    out += [',"args":', pre.decode("utf-8")]
+                else:
+                    out += [',"args_omitted":', str(len(pre))]
         else:  # None: args were not a mapping; b"": not JSON-exact (NaN, huge ints, ...)
             out.append(',"argh":null')
         out += [self._aud, _jstr(code), tail, str(int(ts)), ',"type":"decision"}']
@@ -446,7 +477,7 @@ class DecisionAudit:
     def _write_now(self, item: _Item, allowed: bool) -> None:
         try:
             self.writer.write([self._event(item)])
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:  # a cluster client: RedisClusterException too
             with self._count_lock:
                 self._errors += 1
             if allowed:
@@ -499,7 +530,7 @@ class DecisionAudit:
             if pending:
                 try:
                     self.writer.write(pending)
-                except (redis.RedisError, OSError) as exc:
+                except REDIS_ERRORS as exc:  # a cluster client: RedisClusterException too
                     with self._count_lock:
                         self._errors += 1
                     if stopping:

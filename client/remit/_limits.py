@@ -33,10 +33,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import redis
-
 from ._errors import Code, Denied
-from ._redis import RedisLike
+from ._redis import REDIS_ERRORS, RedisLike
 
 __all__ = [
     "MAX_BUDGETS",
@@ -354,7 +352,7 @@ class Limits:
         keys += [tag + b.id for b in charge.budgets]
         try:
             result = self._script(keys=keys, args=(MARKER_TTL_MS, *charge.argv))
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:  # RedisClusterException is no RedisError
             raise Denied(
                 Code.LIMIT_UNAVAILABLE,
                 f"budgets unknown (Redis: {type(exc).__name__}); failing closed",

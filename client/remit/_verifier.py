@@ -84,6 +84,12 @@ class _Verified(NamedTuple):
     wildcard: tuple[CompiledCapability, ...]
 
 
+# A budgeted call's options, in token order (see Verifier._plan): each capability that
+# allows the call with its prepared charge, the local refusal of its budgets, or None
+# (no budgets: it ends the plan).
+_Plan = tuple[tuple[CompiledCapability, Charge | Denied | None], ...]
+
+
 class Verifier:
     """Verify remit tokens and calls for one tool backend (one audience).
 
@@ -183,6 +189,7 @@ class Verifier:
         self._cache_size = cache_size
         self._cache: dict[str, _Verified] = {}
         self._cache_lock = threading.Lock()
+        self._names: set[str] = set()  # call actions found valid (bounded, see _check)
         # Cold-path memos, all bounded: header segment -> kid (headers whose kid is
         # ours), scope JSON -> parsed capabilities, parsed scope -> compiled closures.
         self._headers: dict[str, str] = {}
@@ -340,10 +347,17 @@ class Verifier:
         *,
         possession_proven: bool,
     ) -> Decision:
-        if type(token) is not str:
-            raise Denied(Code.MALFORMED, "token must be a string")
+        # The call's shape first: an action that is no valid name (a 4 MB one, say) is
+        # refused before any other work and never recorded verbatim (remit._audit).
         if type(action) is not str:
             raise Denied(Code.INVALID_REQUEST, "action must be a string")
+        if action not in self._names:
+            if not valid_call_action(action):
+                raise Denied(Code.INVALID_REQUEST, f"invalid action name {action[:80]!r}")
+            if len(self._names) < 4096:  # valid names seen: a set lookup beats the regex
+                self._names.add(action)
+        if type(token) is not str:
+            raise Denied(Code.MALFORMED, "token must be a string")
         verified = self._cache.get(token)
         now = self._clock()
         if verified is None:
@@ -361,16 +375,15 @@ class Verifier:
             )
         if claims.cnf_jkt is not None and not possession_proven:
             pop = self._check_proof(verified, proof, action, args, now)
-        cap = self._authorize(verified, action, args)
-        charge = self._charge(cap, args, now) if cap.capability.limits else None
+        cap, call_args, rest = self._authorize(verified, action, args)
+        plan = self._plan(cap, call_args, rest, now) if cap.capability.limits else None
         if pop is None:
             self._state.settle(claims, None, 0, now)
         else:
             until = pop.iat + self._proof_window + int(self._leeway) + 1
             self._state.settle(claims, pop.jti, until, now)
-        if charge is not None:  # last: a call denied for any other reason spends nothing
-            assert self._limits is not None
-            self._limits.consume(claims.gid, charge)
+        if plan is not None:  # last: a call denied for any other reason spends nothing
+            cap = self._spend(claims.gid, plan)
         return Decision(
             allowed=True,
             action=action,
@@ -420,11 +433,12 @@ class Verifier:
 
     def _authorize(
         self, verified: _Verified, action: str, args: Mapping[str, Any] | None
-    ) -> CompiledCapability:
+    ) -> tuple[CompiledCapability, dict[Any, Any], tuple[CompiledCapability, ...]]:
+        """The first capability (token order) that allows the call, the call's arguments
+        as a dict, and the candidates after it (not yet checked: only a budgeted
+        capability's refusal needs them)."""
         candidates = verified.exact.get(action)
-        if candidates is None:
-            if not valid_call_action(action):
-                raise Denied(Code.INVALID_REQUEST, f"invalid action name {str(action)[:80]!r}")
+        if candidates is None:  # check() validated the name already
             candidates = tuple(
                 c for c in verified.wildcard if action_matches(c.capability.action, action)
             )
@@ -440,25 +454,72 @@ class Verifier:
             except Exception:  # a Mapping whose keys or items cannot be read
                 raise Denied(Code.INVALID_REQUEST, "args must be a JSON object") from None
         first: Denied | None = None
-        for cap in candidates:
+        for i, cap in enumerate(candidates):
             denial = _check_args(cap, args)
             if denial is None:
-                return cap
+                return cap, args, candidates[i + 1 :]
             first = first or denial
         assert first is not None
         raise first
 
-    def _charge(
-        self, cap: CompiledCapability, args: Mapping[str, Any] | None, now: float
-    ) -> Charge:
-        """The budgets this call would spend, its amounts checked (no I/O yet)."""
-        if self._limits is None:
+    def _plan(
+        self,
+        cap: CompiledCapability,
+        args: dict[Any, Any],
+        rest: tuple[CompiledCapability, ...],
+        now: float,
+    ) -> _Plan:
+        """The capabilities that allow the call, in token order, each with its prepared
+        charge (amounts checked, no I/O yet), up to the first one without budgets.
+
+        Any capability that allows the call may authorize it (as narrowing and
+        Exchange assume), so a budget that refuses the call falls through to the next
+        one instead of shadowing it. A capability whose amounts its budgets refuse
+        locally stays in the plan as its refusal; if every one is refused, the first
+        refusal is the answer before anything is settled."""
+        if self._limits is None:  # budgets cannot be enforced: fail closed, at once
             raise Denied(
                 Code.UNSUPPORTED,
                 "the capability has limits (budgets) and this verifier has no redis= "
                 "to enforce them",
             )
-        return self._limits.prepare(cap.capability.limits, dict(args) if args else {}, now)
+        steps: list[tuple[CompiledCapability, Charge | Denied | None]] = []
+        for c in (cap, *rest):
+            if c is not cap and _check_args(c, args) is not None:
+                continue
+            if not c.capability.limits:
+                steps.append((c, None))
+                break
+            try:
+                steps.append((c, self._limits.prepare(c.capability.limits, args, now)))
+            except Denied as denied:
+                steps.append((c, denied))
+        if all(isinstance(step, Denied) for _, step in steps):
+            raise cast(Denied, steps[0][1])
+        return tuple(steps)
+
+    def _spend(self, gid: str, plan: _Plan) -> CompiledCapability:
+        """Charge the first capability of the plan whose budgets admit the call (one
+        round trip each); when none does, the first refusal in token order. A Redis
+        failure (``limit_unavailable``) ends the search at once: fail closed."""
+        assert self._limits is not None
+        first: Denied | None = None
+        for cap, step in plan:
+            if step is None:
+                return cap
+            if isinstance(step, Denied):
+                first = first or step
+                continue
+            try:
+                self._limits.consume(gid, step)
+            except Denied as denied:
+                if denied.code is not Code.LIMIT_EXCEEDED:
+                    raise
+                first = first or denied
+                continue
+            return cap
+        assert first is not None
+        raise first
 
     # -- cold path -----------------------------------------------------------------
 

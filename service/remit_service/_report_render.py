@@ -4,13 +4,16 @@ The HTML page is self-contained (inline CSS, an inline SVG chart, no script, no
 external asset) so it can be mailed to a user or filed by an auditor. Every value
 from the report — action names, argument values, agent ids all come from the audit
 stream, i.e. ultimately from agents — goes through :func:`html.escape`; nothing is
-ever inserted unescaped.
+ever inserted unescaped. In the text form every line is passed through :func:`_safe`,
+so no value can break a line, move the cursor or reorder text on a terminal.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
+import unicodedata
 from html import escape
 from typing import Any
 
@@ -29,6 +32,28 @@ def render(report: dict[str, Any], fmt: str) -> str:
     if fmt == "html":
         return _html(report)
     raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+
+
+# Characters a terminal acts on or that reorder text: controls (Cc: LF, CR, ESC, C1's
+# CSI...), format characters (Cf: bidi overrides and isolates, zero-width ones), line and
+# paragraph separators (Zl, Zp) and lone surrogates (Cs). Not printable, by str.isprintable.
+_UNSAFE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_NOT_PRINTABLE = re.compile(r"[^ -~]")  # candidates; unicodedata decides
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = m.group()
+    if unicodedata.category(c) not in _UNSAFE:
+        return c
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def _safe(line: str) -> str:
+    """One line of the text report with every control, format, separator or surrogate
+    character written as a visible escape (``\\x1b``, ``\\u202e``): values come from
+    agents, and a raw newline or ANSI sequence in one could forge report lines."""
+    return line if line.isprintable() else _NOT_PRINTABLE.sub(_escape_char, line)
 
 
 def _pct(x: float | None) -> str:
@@ -144,7 +169,7 @@ def _text(r: dict[str, Any]) -> str:
                         f"    {_when(b['start_ms'])}: {b['denied']}/{b['attempts']} "
                         f"({_pct(b['exceedance_rate'])})"
                     )
-    return "\n".join(out) + "\n"
+    return "\n".join(map(_safe, out)) + "\n"
 
 
 # --- HTML --------------------------------------------------------------------------------

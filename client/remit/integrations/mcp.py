@@ -276,10 +276,11 @@ def protect(server: MCPServer[Any] | Server[Any], verifier: Verifier, *, name: s
                 )
             )
         except Denied as denied:
-            logger.info("remit denied MCP tool call %r: %s", action, denied.code.value)
+            # The tool name is the client's: bounded in the log, like everywhere else.
+            logger.info("remit denied MCP tool call %r: %s", action[:200], denied.code.value)
             return _error_result(denied.to_json())
         except Exception:
-            logger.exception("remit could not check MCP tool call %r; refusing", action)
+            logger.exception("remit could not check MCP tool call %r; refusing", action[:200])
             return _error_result(_INTERNAL_BODY)
         with proven_credentials(token, proof):
             result: HandlerResult = await inner(ctx, params)
