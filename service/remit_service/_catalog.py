@@ -44,6 +44,8 @@ __all__ = [
     "ArgSpec",
     "check_grant",
     "parse_action",
+    "pattern_covers",
+    "patterns_overlap",
     "risk_of",
 ]
 
@@ -148,11 +150,13 @@ def risk_of(actions: Mapping[str, ActionPolicy], action: str) -> str:
     exact = actions.get(action)
     if exact is not None and not action.endswith(".*"):
         return exact.risk
-    found = [p.risk for name, p in actions.items() if _overlaps(name, action)]
+    found = [p.risk for name, p in actions.items() if patterns_overlap(name, action)]
     return max(found, key=RISKS.index) if found else "unknown"
 
 
-def _covers(pattern: str, action: str) -> bool:
+def pattern_covers(pattern: str, action: str) -> bool:
+    """An action pattern (app policy, catalog): ``*`` (everything), ``x.*`` (x.anything
+    and ``x.*`` itself), or exact."""
     if pattern == "*":
         return True
     if pattern.endswith(".*"):
@@ -160,8 +164,9 @@ def _covers(pattern: str, action: str) -> bool:
     return pattern == action
 
 
-def _overlaps(a: str, b: str) -> bool:
-    return _covers(a, b) or _covers(b, a)
+def patterns_overlap(a: str, b: str) -> bool:
+    """Some action matches both patterns."""
+    return pattern_covers(a, b) or pattern_covers(b, a)
 
 
 def _type_conflict(kind: str, constraint: Mapping[str, Any]) -> str | None:

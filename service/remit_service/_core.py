@@ -25,7 +25,7 @@ from remit._revfeed import RevocationEntry
 from remit._token import MAX_TIME, MAX_TOKEN_BYTES
 
 from ._audit import ServiceAudit
-from ._catalog import check_grant
+from ._catalog import check_grant, pattern_covers, patterns_overlap
 from ._config import AppPolicy, Config
 from ._describe import Description, describe_capabilities
 from ._errors import AuthFailed, BadRequest, Inactive, Missing, PolicyDenied, StoreDown
@@ -70,19 +70,6 @@ class MintResult:
 
 def _new_id(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(16)
-
-
-def _pattern_covers(pattern: str, action: str) -> bool:
-    """App-policy pattern: ``*`` (everything), ``x.*`` (x.anything, x.* itself), exact."""
-    if pattern == "*":
-        return True
-    if pattern.endswith(".*"):
-        return action.startswith(pattern[:-1])
-    return pattern == action
-
-
-def _overlaps(a: str, b: str) -> bool:
-    return _pattern_covers(a, b) or _pattern_covers(b, a)
 
 
 class Core:
@@ -171,7 +158,7 @@ class Core:
                 f"grant lifetime {ttl}s exceeds the app's maximum {app.max_grant_ttl}s"
             )
         for i, cap in enumerate(caps):
-            if not any(_pattern_covers(p, cap.action) for p in app.actions):
+            if not any(pattern_covers(p, cap.action) for p in app.actions):
                 raise PolicyDenied(
                     f"capabilities[{i}].action: app {app.name!r} may not grant {cap.action!r}"
                 )
@@ -398,7 +385,7 @@ class Core:
             limit, why = app.max_token_ttl, f"app {app.name!r}"
         for cap in caps:
             for name, policy in self.config.actions.items():
-                if policy.max_ttl < limit and _overlaps(name, cap.action):
+                if policy.max_ttl < limit and patterns_overlap(name, cap.action):
                     limit, why = policy.max_ttl, f"action {name!r}"
         return limit, why
 
