@@ -530,7 +530,10 @@ class DecisionAudit:
             if pending:
                 try:
                     self.writer.write(pending)
-                except REDIS_ERRORS as exc:  # a cluster client: RedisClusterException too
+                # Any failure, not only REDIS_ERRORS: a client its owner closed under us
+                # makes redis-py raise TypeError, and this thread must never die (events
+                # would pile up unwritten and uncounted).
+                except Exception as exc:
                     with self._count_lock:
                         self._errors += 1
                     if stopping:

@@ -233,3 +233,30 @@ def test_service_issues_nothing_it_cannot_record(
     client.revoke(grant_id=grant.id, reason="user asked")  # the retry records it
     events = [json.loads(f[b"ev"]) for _, f in redis_client.xrange(stream)]
     assert [e["type"] for e in events] == ["grant.created", "revoked"]
+
+
+def test_the_flusher_survives_an_error_redis_py_never_wraps(
+    key: IssuerKey, private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client closed under the writer makes redis-py raise TypeError (seen in CI); the
+    flusher must count it, keep its events and carry on, not die with them unwritten."""
+    token = sign(claims(), key)
+    with _verifier(key, private_redis.url) as v:
+        assert v._audit is not None
+        writer = v._audit.writer
+        real = writer.write
+        failures = iter([TypeError("argument must be an int, or have a fileno() method")])
+
+        def flaky(events: list[bytes]) -> None:
+            exc = next(failures, None)
+            if exc is not None:
+                raise exc  # the fault a live Redis cannot be made to produce
+            real(events)
+
+        monkeypatch.setattr(writer, "write", flaky)
+        v.check(token, action=ACTION, args=ARGS)
+        deadline = time.monotonic() + 10
+        while v.audit_stats().written < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stats = v.audit_stats()
+    assert stats.written == 1 and stats.dropped == 0 and stats.write_errors == 1
