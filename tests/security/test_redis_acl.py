@@ -35,6 +35,8 @@ VERIFIER_ROLE = [
     "+xrange",
     "+xinfo|stream",
 ]
+# What the audit trail adds (docs/threat-model.md): its own stream, its Lua writer.
+AUDIT_ROLE = ["~remit:audit", "+evalsha", "+script|load", "+xrevrange", "+xadd"]
 
 
 @pytest.fixture
@@ -124,3 +126,27 @@ def test_stream_verifier_works_under_the_narrow_role(acl_redis: PrivateRedis) ->
         with pytest.raises(remit.Denied) as exc:
             v.check(sign(revoked, issuer), action="payments.transfer", args=ARGS)
         assert exc.value.code == "revoked"
+
+
+def test_buffered_audit_writes_every_event_under_the_documented_role(
+    private_redis: PrivateRedis,
+) -> None:
+    private_redis.set_epoch()
+    with redis.Redis.from_url(private_redis.url) as admin:
+        admin.execute_command("ACL", "SETUSER", "verifier", *VERIFIER_ROLE, *AUDIT_ROLE)
+    issuer, c = IssuerKey(), claims()
+    token = sign(c, issuer)
+    private_redis.seed_grant(c["gid"])
+    url = f"redis://verifier:verifier-secret@127.0.0.1:{private_redis.port}/0"
+    with remit.Verifier(
+        issuer.jwks(), issuer=ISSUER, audience="payments", revocation="strict", redis=url,
+        clock=lambda: NOW,
+    ) as v:
+        for _ in range(3):
+            v.check(token, action="payments.transfer", args=ARGS)
+    stats = v.audit_stats()
+    assert (stats.written, stats.dropped, stats.write_errors) == (3, 0, 0)
+    with redis.Redis.from_url(url) as conn:  # the scripting it needs un-revokes nothing
+        sha = conn.script_load("return redis.call('DEL', KEYS[1])")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            conn.evalsha(sha, 1, RedisKeys("remit:").grant_revoked(c["gid"]))
