@@ -8,6 +8,7 @@ operator's file is, so app isolation and per-app / per-action limits are exercis
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import threading
@@ -197,3 +198,16 @@ def make_verifier(redis_url: str, redis_prefix: str) -> Iterator[Callable[..., r
     yield make
     for v in made:
         v.close()
+
+
+@pytest.fixture
+def no_audit_thread_left_behind() -> Iterator[None]:
+    """Every verifier a test makes is closed (or collected): its audit flusher thread
+    ends. Modules that make many audited verifiers use it (``usefixtures``)."""
+    before = {t for t in threading.enumerate() if t.name.startswith("remit-audit-")}
+    yield
+    gc.collect()
+    left = {t for t in threading.enumerate() if t.name.startswith("remit-audit-")} - before
+    for t in left:
+        t.join(5)
+    assert not [t.name for t in left if t.is_alive()]

@@ -47,16 +47,8 @@ def argh(args: dict[str, Any]) -> str:
     return hashlib.sha256(rfc8785.dumps(args)).hexdigest()
 
 
-@pytest.fixture(autouse=True)
-def no_audit_thread_left_behind() -> Iterator[None]:
-    """Every verifier a test makes is closed (or collected): its flusher thread ends."""
-    before = {t for t in threading.enumerate() if t.name.startswith("remit-audit-")}
-    yield
-    gc.collect()
-    left = {t for t in threading.enumerate() if t.name.startswith("remit-audit-")} - before
-    for t in left:
-        t.join(5)
-    assert not [t.name for t in left if t.is_alive()]
+# Every verifier a test makes is closed (or collected): its audit flusher thread ends.
+pytestmark = pytest.mark.usefixtures("no_audit_thread_left_behind")
 
 
 @pytest.fixture

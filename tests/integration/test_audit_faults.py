@@ -8,9 +8,7 @@ persistence), so events are counted on each side of the outage.
 
 from __future__ import annotations
 
-import gc
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,16 +24,8 @@ from tests.tokens import ACTION, ARGS, AUDIENCE, ISSUER, NOW, IssuerKey, claims,
 PREFIX = "remit:"
 
 
-@pytest.fixture(autouse=True)
-def no_audit_thread_left_behind() -> Iterator[None]:
-    """Every verifier a test makes is closed (or collected): its flusher thread ends."""
-    before = {t for t in threading.enumerate() if t.name.startswith("remit-audit-")}
-    yield
-    gc.collect()
-    left = {t for t in threading.enumerate() if t.name.startswith("remit-audit-")} - before
-    for t in left:
-        t.join(5)
-    assert not [t.name for t in left if t.is_alive()]
+# Every verifier a test makes is closed (or collected): its audit flusher thread ends.
+pytestmark = pytest.mark.usefixtures("no_audit_thread_left_behind")
 
 
 @pytest.fixture
