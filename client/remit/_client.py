@@ -84,11 +84,13 @@ DEFAULT_RETRY = Retry()
 def _error(err: grpc.RpcError) -> ServiceError:
     code = err.code()
     detail = err.details() or code.name
-    field = None
+    field = reason = None
     for key, value in err.trailing_metadata() or ():
         if key == "remit-field":
             field = value
-    return _ERRORS.get(code, ServiceError)(detail, field=field)
+        elif key == "remit-code":
+            reason = value
+    return _ERRORS.get(code, ServiceError)(detail, field=field, reason=reason)
 
 
 def _pushback(err: grpc.RpcError) -> float | None:

@@ -134,10 +134,15 @@ class KeyLoadError(RemitError):
 class ServiceError(RemitError):
     """The remit service refused or failed a request."""
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, reason: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message: str = message
         self.field: str | None = field
+        # The stable reason code (a remit.Code value) when the service gave one, e.g. why
+        # an Exchange refused its parent token: "revoked", "proof_mismatch", ...
+        self.reason: str | None = reason
 
 
 class InvalidArgument(ServiceError):

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 from remit._audit import DEFAULT_MAXLEN, ChainWriter, audit_stream, canonical
-from remit._redis import RedisLike
+from remit._redis import REDIS_ERRORS, RedisLike
 
 from ._errors import StoreDown
 from ._store import GrantRecord
@@ -52,7 +52,7 @@ class ServiceAudit:
         event["ts"] = int(self._clock() * 1000)
         try:
             self.writer.write([canonical(event)])
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:  # RedisClusterException is no RedisError
             log.warning("audit event %s not written: %s", event["type"], exc)
             raise StoreDown(
                 f"Redis is unavailable for the audit trail ({type(exc).__name__}); {outcome}",

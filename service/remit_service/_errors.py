@@ -29,10 +29,13 @@ __all__ = [
 class ServiceFault(Exception):
     """Base of the core's expected failures; the message is safe to show the caller."""
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.code = code  # a stable reason code (remit.Code) when there is one
 
 
 class BadRequest(ServiceFault):

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from remit._constraints import MAX_CAPABILITIES, Capability, ConstraintError, parse_capability
-from remit._errors import Denied
+from remit._errors import Code, Denied
 from remit._exchange import EXCHANGE_ACTION, exchange_args
 from remit._limits import LimitsError, budget_from_request
 from remit._narrowing import is_narrower
@@ -68,7 +68,13 @@ class ExchangeResult:
 
 
 def _refused(denial: Denied) -> AuthFailed:
-    return AuthFailed(f"{denial.code.value}: {denial.message}")
+    return _denied(denial.code, denial.message)
+
+
+def _denied(code: Code, message: str) -> AuthFailed:
+    """A refusal about the parent or the proof: the reason code leads the message and
+    travels in the ``remit-code`` trailer, as a tool backend's denial would."""
+    return AuthFailed(f"{code.value}: {message}", code=code.value)
 
 
 class Exchanger:
@@ -173,21 +179,21 @@ class Exchanger:
             parent.gid, parent.jti, parent.anc, pop, PROOF_WINDOW + 2 * LEEWAY
         )
         if not fresh:
-            raise AuthFailed("replayed: this proof was already used")
+            raise _denied(Code.REPLAYED, "this proof was already used")
         if revoked:
-            raise AuthFailed(f"revoked: token {parent.jti}, an ancestor or grant {parent.gid}")
+            raise _denied(Code.REVOKED, f"token {parent.jti}, an ancestor or grant {parent.gid}")
         if grant is None:  # expired, or Redis lost its data: nothing to hand on either way
-            raise AuthFailed(f"revoked: epoch: grant {parent.gid} is gone from Redis")
+            raise _denied(Code.REVOKED, f"epoch: grant {parent.gid} is gone from Redis")
         if parent.iat < cutoff:
-            raise AuthFailed("revoked: the token was issued before its grant's cutoff")
+            raise _denied(Code.REVOKED, "the token was issued before its grant's cutoff")
         if grant.revoked:
-            raise AuthFailed(f"revoked: grant {grant.id} is revoked")
+            raise _denied(Code.REVOKED, f"grant {grant.id} is revoked")
         # Stream verifiers refuse tokens issued before the epoch (a global kill switch
         # raises it) or the grant's cutoff: the parent must be after both, and the child
         # is issued at or after them (as Mint does).
         _, floor = self._store.get_with_epoch(parent.gid, now)
         if parent.iat < floor:
-            raise AuthFailed("revoked: the token predates the revocation epoch")
+            raise _denied(Code.REVOKED, "the token predates the revocation epoch")
         now = max(now, floor)
         if now >= grant.expires_at:
             raise Inactive(f"grant {grant.id} has expired")
@@ -277,24 +283,24 @@ class Exchanger:
             )
             key = next((k.public for k in keys if k.kid == raw.kid), None)
             if key is None:
-                raise AuthFailed(f"unknown_key: no published issuer key {raw.kid[:64]!r}")
+                raise _denied(Code.UNKNOWN_KEY, f"no published issuer key {raw.kid[:64]!r}")
             if not key.verify(raw.signing_input, raw.signature):
-                raise AuthFailed("bad_signature: the token's signature does not verify")
+                raise _denied(Code.BAD_SIGNATURE, "the token's signature does not verify")
             claims = parse_claims(raw.payload)
         except Denied as denial:
             raise _refused(denial) from None
         if claims.iss != cfg.issuer:
-            raise AuthFailed(f"wrong_issuer: {claims.iss[:80]!r} is not this service")
+            raise _denied(Code.WRONG_ISSUER, f"{claims.iss[:80]!r} is not this service")
         if claims.exp - claims.iat > cfg.max_token_ttl:
-            raise AuthFailed("malformed: token lifetime exceeds the policy maximum")
+            raise _denied(Code.MALFORMED, "token lifetime exceeds the policy maximum")
         if claims.iat > now + LEEWAY:
-            raise AuthFailed("not_yet_valid: token issued in the future")
+            raise _denied(Code.NOT_YET_VALID, "token issued in the future")
         if now >= claims.exp:
-            raise AuthFailed(f"expired: the token expired at {claims.exp}")
+            raise _denied(Code.EXPIRED, f"the token expired at {claims.exp}")
         if claims.cnf_jkt is None:
-            raise AuthFailed(
-                "proof_required: only key-bound tokens can be exchanged (a bearer token "
-                "cannot show who holds it)"
+            raise _denied(
+                Code.PROOF_REQUIRED,
+                "only key-bound tokens can be exchanged (a bearer token cannot show who holds it)",
             )
         return claims
 
@@ -307,19 +313,19 @@ class Exchanger:
         except Denied as denial:
             raise _refused(denial) from None
         if pop.ath != token_hash(token):
-            raise AuthFailed("proof_mismatch: ath: the proof is for another token")
+            raise _denied(Code.PROOF_MISMATCH, "ath: the proof is for another token")
         if pop.aud != self._config.issuer:
-            raise AuthFailed(f"proof_mismatch: aud: the proof is for {pop.aud[:80]!r}")
+            raise _denied(Code.PROOF_MISMATCH, f"aud: the proof is for {pop.aud[:80]!r}")
         if pop.action != EXCHANGE_ACTION:
-            raise AuthFailed(f"proof_mismatch: action: the proof is for {pop.action[:80]!r}")
+            raise _denied(Code.PROOF_MISMATCH, f"action: the proof is for {pop.action[:80]!r}")
         if pop.iat > now + LEEWAY or pop.iat < now - PROOF_WINDOW - LEEWAY:
-            raise AuthFailed(f"proof_expired: proof iat {pop.iat} is outside the window")
+            raise _denied(Code.PROOF_EXPIRED, f"proof iat {pop.iat} is outside the window")
         try:
             argh = args_hash(fields)
         except ValueError as exc:
             raise BadRequest(f"capabilities: {exc}", field="capabilities") from None
         if pop.argh != argh:
-            raise AuthFailed("proof_mismatch: argh: the proof is for another request")
+            raise _denied(Code.PROOF_MISMATCH, "argh: the proof is for another request")
         return pop.jti
 
     @staticmethod

@@ -47,6 +47,7 @@ STATUS_OF: dict[type[ServiceFault], grpc.StatusCode] = {
 }
 MAX_ARGS_JSON = 64 * 1024
 FIELD_KEY = "remit-field"  # trailing metadata naming the offending request field
+CODE_KEY = "remit-code"  # trailing metadata: the reason code, as backends send it
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -68,6 +69,8 @@ def _rpc(
             trailers = []
             if fault.field:
                 trailers.append((FIELD_KEY, fault.field))
+            if fault.code:
+                trailers.append((CODE_KEY, fault.code))
             if isinstance(fault, StoreDown) and not fault.retryable:
                 # gRPC's standard hint: do not retry (a client would only time out again).
                 trailers.append(("grpc-retry-pushback-ms", "-1"))
