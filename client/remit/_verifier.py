@@ -247,8 +247,9 @@ class Verifier:
         self.audit_mode: AuditMode = audit
         self._audit: DecisionAudit | None = None
         if audit != "off":
+            assert client is not None  # audit needs redis= (checked above)
             self._audit = DecisionAudit(
-                connect(redis),
+                client,  # one pool for the verifier: revocation, budgets and audit
                 audit_stream(prefix),
                 mode=audit,
                 audience=audience,
@@ -256,7 +257,7 @@ class Verifier:
                 buffer=audit_buffer,
                 maxlen=audit_maxlen,
                 clock=clock,
-                owned=isinstance(redis, str),
+                owned=False,  # the revocation state owns (and closes) the shared client
             )
             # An unclosed verifier must not leave its thread behind once it is collected.
             weakref.finalize(self, self._audit.abandon)
